@@ -1,0 +1,170 @@
+"""The one interface between the SDK and wherever tasks are kept.
+
+Two implementations follow it: ``backend.sql`` (SQLite by default, PostgreSQL for teams) and,
+later, ``backend.http`` (the same calls over a stepline server). One contract test suite
+(`tests/backend/test_contract.py`) runs against every implementation.
+
+Guarantees every implementation gives:
+
+* a status change is one atomic compare-and-set along ``core.status.ALLOWED_FROM``;
+* an artifact record is visible only once its bytes are whole in storage, with their sha256;
+* writes of metrics and log lines from many processes at once are all kept;
+* errors are ``StepLineError`` subclasses that name the task and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from stepline.core.records import (
+    ArtifactRecord,
+    ConfigObject,
+    Event,
+    LogLine,
+    ModelRecord,
+    NewTask,
+    Param,
+    QueueRecord,
+    ScalarPoint,
+    TaskFilter,
+    TaskRecord,
+)
+from stepline.core.status import TaskStatus
+
+#: Sentinel for "leave this field as it is" in update_task.
+KEEP: Any = object()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    # -- tasks ---------------------------------------------------------------------------
+    def create_task(self, new: NewTask) -> TaskRecord:
+        """Create a task (with its parameters, configuration objects, tags and runtime
+        properties, all in one transaction). Its project is created when missing."""
+        ...
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        """The task, or ``TaskNotFoundError``."""
+        ...
+
+    def find_tasks(self, flt: TaskFilter) -> list[TaskRecord]: ...
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        name: str = KEEP,
+        comment: str = KEEP,
+        parent: str | None = KEEP,
+        type: str = KEEP,
+        script: dict[str, Any] = KEEP,
+        archived: bool = KEEP,
+        published: bool = KEEP,
+        project: str = KEEP,
+    ) -> TaskRecord: ...
+
+    def set_status(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        message: str = "",
+        reason: str = "",
+        force: bool = False,
+    ) -> TaskRecord:
+        """Move the task to ``status`` if the transition is allowed (``force`` skips the
+        check), atomically; else ``InvalidTransitionError``."""
+        ...
+
+    def clone_task(
+        self,
+        task_id: str,
+        *,
+        name: str | None = None,
+        project: str | None = None,
+        comment: str | None = None,
+        parent: str | None = None,
+    ) -> TaskRecord:
+        """A new task in status ``created`` with the source's script, parameters,
+        configuration objects, tags and type; no outputs (artifacts, metrics, log)."""
+        ...
+
+    def delete_task(self, task_id: str) -> None:
+        """Delete the task, its records and its artifact files."""
+        ...
+
+    def set_tags(self, task_id: str, tags: Sequence[str]) -> None: ...
+
+    # -- parameters, configuration objects, runtime properties ---------------------------
+    def set_params(self, task_id: str, params: Sequence[Param], *, replace: bool = False) -> None:
+        """Insert or update parameters; with ``replace`` all others are deleted."""
+        ...
+
+    def get_params(self, task_id: str) -> list[Param]: ...
+
+    def delete_params(self, task_id: str, keys: Sequence[str]) -> None:
+        """Delete parameters by "Section/name" key."""
+        ...
+
+    def set_configs(self, task_id: str, configs: Sequence[ConfigObject]) -> None: ...
+
+    def get_configs(self, task_id: str) -> list[ConfigObject]: ...
+
+    def set_runtime(self, task_id: str, values: Mapping[str, str]) -> None: ...
+
+    def get_runtime(self, task_id: str) -> dict[str, str]: ...
+
+    # -- artifacts ------------------------------------------------------------------------
+    def put_artifact(self, record: ArtifactRecord, local_path: str) -> ArtifactRecord:
+        """Store the file at ``local_path`` as the task's artifact ``record.name`` (replacing
+        one of that name) and return the record with its url, size and hash filled in.
+        The file is consumed: it may be moved into storage."""
+        ...
+
+    def get_artifacts(self, task_id: str) -> list[ArtifactRecord]: ...
+
+    def artifact_local_path(self, record: ArtifactRecord, *, verify: bool | None = None) -> str:
+        """A local file holding the artifact's bytes (downloaded into the cache when the
+        storage is remote). Raises ``ArtifactNotFoundError`` if the bytes are gone and
+        ``ArtifactCorruptError`` if they do not match the recorded size or hash."""
+        ...
+
+    def delete_artifact(self, task_id: str, name: str) -> None: ...
+
+    # -- models ---------------------------------------------------------------------------
+    def add_model(self, record: ModelRecord) -> ModelRecord: ...
+
+    def get_models(self, task_id: str) -> list[ModelRecord]: ...
+
+    # -- metrics, events, console log ---------------------------------------------------
+    def add_scalars(self, points: Sequence[ScalarPoint]) -> None: ...
+
+    def get_scalars(
+        self, task_id: str, title: str | None = None, series: str | None = None
+    ) -> list[ScalarPoint]: ...
+
+    def get_last_scalars(self, task_id: str) -> dict[str, dict[str, dict[str, float]]]:
+        """{title: {series: {"last", "min", "max", "iteration"}}}."""
+        ...
+
+    def add_events(self, events: Sequence[Event]) -> None: ...
+
+    def get_events(self, task_id: str, kind: str | None = None) -> list[Event]: ...
+
+    def add_log(self, lines: Sequence[LogLine]) -> None: ...
+
+    def get_log(self, task_id: str, after: int = 0, limit: int | None = None) -> list[LogLine]:
+        """Log lines with ``seq > after``, oldest first."""
+        ...
+
+    # -- projects and queues -------------------------------------------------------------
+    def list_projects(self) -> list[str]: ...
+
+    def create_queue(self, name: str) -> QueueRecord: ...
+
+    def get_queues(self) -> list[QueueRecord]: ...
+
+    def delete_queue(self, name: str) -> None: ...
+
+    def close(self) -> None: ...

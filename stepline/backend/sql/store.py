@@ -1,0 +1,935 @@
+"""The SQL task store (SQLAlchemy 2 Core; SQLite by default, PostgreSQL for teams).
+
+What it guarantees and how:
+
+* **Atomic status changes.** ``set_status`` is one ``UPDATE ... WHERE status IN (allowed)``;
+  a zero row count means the transition was not allowed (or the task is gone), so two
+  processes racing to move a task cannot both win.
+* **Whole artifacts only.** Bytes go to storage first (atomically, see ``backend.storage``),
+  then the record is committed; a failed commit deletes the bytes. A replaced artifact's old
+  file is deleted only after the new record is committed.
+* **Many writers.** SQLite runs in WAL mode; write transactions start with ``BEGIN
+  IMMEDIATE`` (so they queue on the busy timeout instead of failing on a lock upgrade) and
+  readers never block writers. A lock held longer than the timeout becomes
+  ``StoreLockedError`` with what to do, and the transaction is rolled back whole.
+* **Fork safety.** A forked child drops the parent's pooled connections.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from stepline.backend.protocol import KEEP
+from stepline.backend.sql import schema as t
+from stepline.backend.sql.migrate import ensure_schema
+from stepline.backend.storage import BlobStorage, file_digest
+from stepline.core.errors import (
+    ArtifactCorruptError,
+    ArtifactNotFoundError,
+    ConflictError,
+    InvalidTransitionError,
+    NotFoundError,
+    StoreError,
+    StoreLockedError,
+    TaskNotFoundError,
+    ValidationError,
+)
+from stepline.core.ids import new_id
+from stepline.core.paths import check_name, storage_key
+from stepline.core.records import (
+    ArtifactRecord,
+    ConfigObject,
+    Event,
+    LogLine,
+    ModelRecord,
+    NewTask,
+    Param,
+    QueueRecord,
+    ScalarPoint,
+    TaskFilter,
+    TaskRecord,
+)
+from stepline.core.status import ALLOWED_FROM, FINAL, TaskStatus
+
+#: Artifacts up to this size are checked against their sha256 on every read; larger ones
+#: against their size (pass ``verify=True`` to hash them too).
+VERIFY_LIMIT = 64 << 20
+
+_TASK_COLS = [c for c in t.tasks.c if c.name != "project_id"]
+_ORDER = {"created", "last_update", "name", "started", "completed", "status", "type"}
+
+
+def _make_engine(url: str, timeout: float) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": timeout, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("stepline_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(table)
+    update_cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    if update_cols:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(stmt, rows)
+
+
+def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
+    backend = ref()
+    if backend is not None:
+        backend.engine.dispose(close=False)
+
+
+class SqlBackend:
+    """``backend.protocol.Backend`` on a SQL database."""
+
+    def __init__(
+        self, url: str, storage_url: str, *, home: Path, timeout: float = 30.0
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.engine = _make_engine(url, timeout)
+        self._write_engine = self.engine.execution_options(stepline_write=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        try:
+            ensure_schema(self.engine, home if self.is_sqlite else None)
+        except OperationalError as exc:
+            raise self._translate(exc) from exc
+        self.storage = BlobStorage(storage_url, home / "cache")
+        self.home = home
+        self._projects: dict[str, str] = {}
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def __repr__(self) -> str:
+        return f"SqlBackend({self.engine.url!r}, storage={self.storage.root_url!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions ----------------------------------------------------------------------
+    def _translate(self, exc: OperationalError) -> StoreError:
+        text = str(exc.orig) if exc.orig is not None else str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreLockedError(
+                f"the task store {self.engine.url} stayed locked by another process for "
+                f"{self.timeout:g} s; nothing was written. Retry, or raise STEPLINE_DB_TIMEOUT "
+                "if many processes write at once"
+            )
+        return StoreError(f"the task store {self.engine.url} failed: {text}")
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._write_engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise self._translate(exc) from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise self._translate(exc) from exc
+
+    # -- projects --------------------------------------------------------------------------
+    def _project_id(self, conn: Connection, name: str) -> str:
+        name = name.strip("/")
+        if not name:
+            raise ValidationError("a project name must not be empty")
+        pid = self._projects.get(name)
+        if pid is not None:
+            return pid
+        parent_id = None
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == sub)).first()
+            if row is None:
+                _upsert(
+                    conn,
+                    t.projects,
+                    [{"id": new_id(), "name": sub, "parent_id": parent_id, "created": time.time()}],
+                    ["name"],
+                )
+                row = conn.execute(
+                    select(t.projects.c.id).where(t.projects.c.name == sub)
+                ).first()
+            assert row is not None
+            parent_id = row[0]
+        assert parent_id is not None
+        self._projects[name] = parent_id
+        return parent_id
+
+    def list_projects(self) -> list[str]:
+        with self._read() as conn:
+            return list(conn.scalars(select(t.projects.c.name).order_by(t.projects.c.name)))
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _task_query(self) -> Any:
+        return select(*_TASK_COLS, t.projects.c.name.label("project"), t.tasks.c.project_id).join(
+            t.projects, t.projects.c.id == t.tasks.c.project_id
+        )
+
+    @staticmethod
+    def _record(row: Any, tags: list[str]) -> TaskRecord:
+        m = row._mapping
+        return TaskRecord(
+            id=m["id"],
+            name=m["name"],
+            project=m["project"],
+            project_id=m["project_id"],
+            type=m["type"],
+            status=TaskStatus(m["status"]),
+            created=m["created"],
+            last_update=m["last_update"],
+            status_message=m["status_message"],
+            status_reason=m["status_reason"],
+            comment=m["comment"],
+            parent=m["parent_id"],
+            tags=tags,
+            script=m["script"] or {},
+            user=m["user"],
+            started=m["started"],
+            completed=m["completed"],
+            archived=bool(m["archived"]),
+            published=bool(m["published"]),
+        )
+
+    def _load(self, conn: Connection, task_id: str) -> TaskRecord:
+        row = conn.execute(self._task_query().where(t.tasks.c.id == task_id)).first()
+        if row is None:
+            raise TaskNotFoundError(task_id)
+        tags = list(
+            conn.scalars(
+                select(t.task_tags.c.tag)
+                .where(t.task_tags.c.task_id == task_id)
+                .order_by(t.task_tags.c.tag)
+            )
+        )
+        return self._record(row, tags)
+
+    def _require(self, conn: Connection, task_id: str) -> None:
+        if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
+            raise TaskNotFoundError(task_id)
+
+    def create_task(self, new: NewTask) -> TaskRecord:
+        now = time.time()
+        task_id = new.id or new_id()
+        status = TaskStatus(new.status)
+        row = {
+            "id": task_id,
+            "name": new.name,
+            "type": str(new.type),
+            "status": status.value,
+            "status_message": "",
+            "status_reason": "",
+            "comment": new.comment,
+            "parent_id": new.parent,
+            "user": new.user,
+            "script": new.script,
+            "created": now,
+            "started": now if status == TaskStatus.in_progress else None,
+            "completed": None,
+            "last_update": now,
+            "archived": False,
+            "published": False,
+        }
+        tags = sorted(set(new.tags))
+        try:
+            with self._write() as conn:
+                row["project_id"] = self._project_id(conn, new.project)
+                conn.execute(insert(t.tasks), [row])
+                self._insert_children(conn, task_id, new.params, new.configs, new.runtime, tags)
+        except IntegrityError as exc:
+            raise ConflictError(f"task {task_id} could not be created: {exc.orig}") from exc
+        return TaskRecord(
+            id=task_id,
+            name=new.name,
+            project=new.project.strip("/"),
+            project_id=row["project_id"],
+            type=row["type"],
+            status=status,
+            created=now,
+            last_update=now,
+            comment=new.comment,
+            parent=new.parent,
+            tags=tags,
+            script=new.script,
+            user=new.user,
+            started=row["started"],
+        )
+
+    def _insert_children(
+        self,
+        conn: Connection,
+        task_id: str,
+        params: Sequence[Param],
+        configs: Sequence[ConfigObject],
+        runtime: Mapping[str, str],
+        tags: Sequence[str],
+    ) -> None:
+        if params:
+            conn.execute(insert(t.task_params), [self._param_row(task_id, p) for p in params])
+        if configs:
+            conn.execute(insert(t.task_configs), [self._config_row(task_id, c) for c in configs])
+        if runtime:
+            conn.execute(
+                insert(t.task_runtime),
+                [{"task_id": task_id, "key": k, "value": str(v)} for k, v in runtime.items()],
+            )
+        if tags:
+            conn.execute(insert(t.task_tags), [{"task_id": task_id, "tag": g} for g in tags])
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        with self._read() as conn:
+            return self._load(conn, task_id)
+
+    def find_tasks(self, flt: TaskFilter) -> list[TaskRecord]:
+        q = self._task_query()
+        c = t.tasks.c
+        if flt.ids is not None:
+            q = q.where(c.id.in_(list(flt.ids)))
+        if flt.project is not None:
+            q = q.where(t.projects.c.name == flt.project.strip("/"))
+        if flt.name:
+            q = q.where(c.name.regexp_match(flt.name))
+        if flt.status:
+            q = q.where(c.status.in_([TaskStatus(s).value for s in flt.status]))
+        if flt.type:
+            q = q.where(c.type.in_([str(x) for x in flt.type]))
+        if flt.parent is not None:
+            q = q.where(c.parent_id == flt.parent)
+        if flt.archived is not None:
+            q = q.where(c.archived == flt.archived)
+        for tag in flt.tags or ():
+            has = exists().where(and_(t.task_tags.c.task_id == c.id, t.task_tags.c.tag == tag.lstrip("-")))
+            q = q.where(~has if tag.startswith("-") else has)
+        key = flt.order_by.lstrip("-+")
+        if key not in _ORDER:
+            raise ValidationError(f"cannot order tasks by {flt.order_by!r}; use one of {sorted(_ORDER)}")
+        col = c[key]
+        q = q.order_by(col.desc() if flt.order_by.startswith("-") else col.asc(), c.id)
+        if flt.limit is not None:
+            q = q.limit(flt.limit)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+            tags: dict[str, list[str]] = {}
+            ids = [r._mapping["id"] for r in rows]
+            for i in range(0, len(ids), 500):
+                for tid, tag in conn.execute(
+                    select(t.task_tags.c.task_id, t.task_tags.c.tag)
+                    .where(t.task_tags.c.task_id.in_(ids[i : i + 500]))
+                    .order_by(t.task_tags.c.tag)
+                ):
+                    tags.setdefault(tid, []).append(tag)
+        return [self._record(r, tags.get(r._mapping["id"], [])) for r in rows]
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        name: str = KEEP,
+        comment: str = KEEP,
+        parent: str | None = KEEP,
+        type: str = KEEP,
+        script: dict[str, Any] = KEEP,
+        archived: bool = KEEP,
+        published: bool = KEEP,
+        project: str = KEEP,
+    ) -> TaskRecord:
+        values: dict[str, Any] = {"last_update": time.time()}
+        given = {
+            "name": name,
+            "comment": comment,
+            "parent_id": parent,
+            "type": type,
+            "script": script,
+            "archived": archived,
+            "published": published,
+        }
+        values.update({k: (str(v) if k == "type" else v) for k, v in given.items() if v is not KEEP})
+        with self._write() as conn:
+            if project is not KEEP:
+                values["project_id"] = self._project_id(conn, project)
+            res = conn.execute(update(t.tasks).where(t.tasks.c.id == task_id).values(**values))
+            if res.rowcount == 0:
+                raise TaskNotFoundError(task_id)
+            return self._load(conn, task_id)
+
+    def set_status(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        message: str = "",
+        reason: str = "",
+        force: bool = False,
+    ) -> TaskRecord:
+        status = TaskStatus(status)
+        now = time.time()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "status_message": message,
+            "status_reason": reason,
+            "last_update": now,
+        }
+        if status == TaskStatus.in_progress:
+            values.update(started=now, completed=None)
+        elif status in FINAL:
+            values["completed"] = now
+        elif status == TaskStatus.created:
+            values.update(started=None, completed=None)
+        stmt = update(t.tasks).where(t.tasks.c.id == task_id)
+        if not force:
+            allowed = ALLOWED_FROM.get(status)
+            if allowed is None:
+                raise ValidationError(
+                    f"task {task_id}: {status.value!r} is not a status a task can be moved to"
+                )
+            stmt = stmt.where(t.tasks.c.status.in_([s.value for s in allowed]))
+        with self._write() as conn:
+            res = conn.execute(stmt.values(**values))
+            if res.rowcount == 0:
+                old = conn.execute(
+                    select(t.tasks.c.status).where(t.tasks.c.id == task_id)
+                ).scalar()
+                if old is None:
+                    raise TaskNotFoundError(task_id)
+                raise InvalidTransitionError(task_id, old, status.value)
+            if status != TaskStatus.queued:
+                conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task_id == task_id))
+            return self._load(conn, task_id)
+
+    def clone_task(
+        self,
+        task_id: str,
+        *,
+        name: str | None = None,
+        project: str | None = None,
+        comment: str | None = None,
+        parent: str | None = None,
+    ) -> TaskRecord:
+        with self._write() as conn:
+            src = self._load(conn, task_id)
+            params = self._params(conn, task_id)
+            configs = self._configs(conn, task_id)
+            now = time.time()
+            new_task_id = new_id()
+            project_id = self._project_id(conn, project) if project else src.project_id
+            conn.execute(
+                insert(t.tasks),
+                [
+                    {
+                        "id": new_task_id,
+                        "project_id": project_id,
+                        "name": name if name is not None else src.name,
+                        "type": src.type,
+                        "status": TaskStatus.created.value,
+                        "status_message": "",
+                        "status_reason": "",
+                        "comment": comment if comment is not None else src.comment,
+                        "parent_id": parent if parent is not None else src.id,
+                        "user": src.user,
+                        "script": src.script,
+                        "created": now,
+                        "started": None,
+                        "completed": None,
+                        "last_update": now,
+                        "archived": False,
+                        "published": False,
+                    }
+                ],
+            )
+            self._insert_children(conn, new_task_id, params, configs, {}, src.tags)
+            return self._load(conn, new_task_id)
+
+    def delete_task(self, task_id: str) -> None:
+        with self._write() as conn:
+            self._require(conn, task_id)
+            for table in (t.scalars, t.events, t.log, t.models, t.artifacts, t.task_params,
+                          t.task_configs, t.task_runtime, t.task_tags, t.queue_entries):
+                conn.execute(delete(table).where(table.c.task_id == task_id))
+            conn.execute(delete(t.tasks).where(t.tasks.c.id == task_id))
+        self.storage.delete_prefix(storage_key(task_id))
+
+    def set_tags(self, task_id: str, tags: Sequence[str]) -> None:
+        with self._write() as conn:
+            self._require(conn, task_id)
+            conn.execute(delete(t.task_tags).where(t.task_tags.c.task_id == task_id))
+            rows = [{"task_id": task_id, "tag": g} for g in sorted(set(tags))]
+            if rows:
+                conn.execute(insert(t.task_tags), rows)
+
+    # -- parameters, configuration, runtime ------------------------------------------------
+    @staticmethod
+    def _param_row(task_id: str, p: Param) -> dict[str, Any]:
+        if not p.section or "/" in p.section:
+            raise ValidationError(
+                f"task {task_id}: parameter section {p.section!r} must be a non-empty name "
+                "without '/' (write keys as 'Section/name')"
+            )
+        if not p.name:
+            raise ValidationError(f"task {task_id}: parameter name in {p.section!r} is empty")
+        return {
+            "task_id": task_id,
+            "section": p.section,
+            "name": p.name,
+            "value": p.value,
+            "type": p.type,
+            "description": p.description,
+        }
+
+    @staticmethod
+    def _config_row(task_id: str, c: ConfigObject) -> dict[str, Any]:
+        return {
+            "task_id": task_id,
+            "name": c.name,
+            "value": c.value,
+            "content_type": c.content_type,
+            "description": c.description,
+        }
+
+    def set_params(self, task_id: str, params: Sequence[Param], *, replace: bool = False) -> None:
+        rows = [self._param_row(task_id, p) for p in params]
+        with self._write() as conn:
+            self._require(conn, task_id)
+            if replace:
+                conn.execute(delete(t.task_params).where(t.task_params.c.task_id == task_id))
+            _upsert(conn, t.task_params, rows, ["task_id", "section", "name"])
+
+    def _params(self, conn: Connection, task_id: str) -> list[Param]:
+        c = t.task_params.c
+        rows = conn.execute(
+            select(c.section, c.name, c.value, c.type, c.description)
+            .where(c.task_id == task_id)
+            .order_by(c.section, c.name)
+        )
+        return [Param(*r) for r in rows]
+
+    def get_params(self, task_id: str) -> list[Param]:
+        with self._read() as conn:
+            params = self._params(conn, task_id)
+            if not params:
+                self._require(conn, task_id)
+            return params
+
+    def delete_params(self, task_id: str, keys: Sequence[str]) -> None:
+        c = t.task_params.c
+        with self._write() as conn:
+            self._require(conn, task_id)
+            for key in keys:
+                section, _, name = key.partition("/")
+                conn.execute(
+                    delete(t.task_params).where(
+                        c.task_id == task_id, c.section == section, c.name == name
+                    )
+                )
+
+    def set_configs(self, task_id: str, configs: Sequence[ConfigObject]) -> None:
+        with self._write() as conn:
+            self._require(conn, task_id)
+            _upsert(
+                conn,
+                t.task_configs,
+                [self._config_row(task_id, c) for c in configs],
+                ["task_id", "name"],
+            )
+
+    def _configs(self, conn: Connection, task_id: str) -> list[ConfigObject]:
+        c = t.task_configs.c
+        rows = conn.execute(
+            select(c.name, c.value, c.content_type, c.description)
+            .where(c.task_id == task_id)
+            .order_by(c.name)
+        )
+        return [ConfigObject(*r) for r in rows]
+
+    def get_configs(self, task_id: str) -> list[ConfigObject]:
+        with self._read() as conn:
+            self._require(conn, task_id)
+            return self._configs(conn, task_id)
+
+    def set_runtime(self, task_id: str, values: Mapping[str, str]) -> None:
+        rows = [{"task_id": task_id, "key": k, "value": str(v)} for k, v in values.items()]
+        with self._write() as conn:
+            self._require(conn, task_id)
+            _upsert(conn, t.task_runtime, rows, ["task_id", "key"])
+
+    def get_runtime(self, task_id: str) -> dict[str, str]:
+        c = t.task_runtime.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.key, c.value).where(c.task_id == task_id)).all()
+            if not rows:
+                self._require(conn, task_id)
+            return {k: v for k, v in rows}
+
+    # -- artifacts -------------------------------------------------------------------------
+    @staticmethod
+    def _artifact(row: Any) -> ArtifactRecord:
+        m = row._mapping
+        return ArtifactRecord(
+            task_id=m["task_id"],
+            name=m["name"],
+            type=m["type"],
+            url=m["url"],
+            hash=m["hash"],
+            size=m["size"],
+            mode=m["mode"],
+            preview=m["preview"],
+            metadata=m["meta"] or {},
+            content_type=m["content_type"],
+            created=m["created"],
+        )
+
+    def put_artifact(
+        self, record: ArtifactRecord, local_path: str, *, move: bool = False
+    ) -> ArtifactRecord:
+        check_name(record.name, f"artifact name (task {record.task_id})")
+        with self._read() as conn:
+            self._require(conn, record.task_id)
+        digest, size = file_digest(local_path)
+        ext = "".join(Path(local_path).suffixes[-2:]) if Path(local_path).suffix else ""
+        key = storage_key(record.task_id, "artifacts", f"{record.name}.{uuid.uuid4().hex[:8]}{ext}")
+        url = self.storage.put(local_path, key, move=move)
+        stored = ArtifactRecord(
+            task_id=record.task_id,
+            name=record.name,
+            type=record.type,
+            url=url,
+            hash=digest,
+            size=size,
+            mode=record.mode,
+            preview=record.preview,
+            metadata=dict(record.metadata),
+            content_type=record.content_type,
+            created=time.time(),
+        )
+        c = t.artifacts.c
+        try:
+            with self._write() as conn:
+                old = conn.execute(
+                    select(c.url).where(c.task_id == record.task_id, c.name == record.name)
+                ).scalar()
+                _upsert(
+                    conn,
+                    t.artifacts,
+                    [
+                        {
+                            "task_id": stored.task_id,
+                            "name": stored.name,
+                            "type": stored.type,
+                            "mode": stored.mode,
+                            "url": stored.url,
+                            "hash": stored.hash,
+                            "size": stored.size,
+                            "preview": stored.preview,
+                            "meta": stored.metadata,
+                            "content_type": stored.content_type,
+                            "created": stored.created,
+                        }
+                    ],
+                    ["task_id", "name"],
+                )
+        except BaseException:
+            self.storage.delete(url)
+            raise
+        if old and old != url:
+            self.storage.delete(old)
+        return stored
+
+    def get_artifacts(self, task_id: str) -> list[ArtifactRecord]:
+        c = t.artifacts.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.artifacts).where(c.task_id == task_id).order_by(c.created, c.name)
+            ).all()
+            if not rows:
+                self._require(conn, task_id)
+            return [self._artifact(r) for r in rows]
+
+    def artifact_local_path(self, record: ArtifactRecord, *, verify: bool | None = None) -> str:
+        what = f"artifact {record.name!r} of task {record.task_id}"
+        try:
+            path = self.storage.local_copy(record.url)
+        except ArtifactNotFoundError as exc:
+            raise ArtifactNotFoundError(
+                f"{what}: its file is gone ({exc}); re-run the task or upload it again"
+            ) from exc
+        size = os.path.getsize(path)
+        if size != record.size:
+            raise ArtifactCorruptError(
+                f"{what}: the stored file {path} has {size} bytes but {record.size} were "
+                "recorded; it was changed or truncated after upload. Re-run the task or "
+                "upload it again"
+            )
+        if verify or (verify is None and size <= VERIFY_LIMIT):
+            digest, _ = file_digest(path)
+            if digest != record.hash:
+                raise ArtifactCorruptError(
+                    f"{what}: the stored file {path} does not match its recorded sha256 "
+                    f"({record.hash[:12]}...); it was changed after upload. Re-run the task "
+                    "or upload it again"
+                )
+        return path
+
+    def delete_artifact(self, task_id: str, name: str) -> None:
+        c = t.artifacts.c
+        with self._write() as conn:
+            url = conn.execute(
+                select(c.url).where(c.task_id == task_id, c.name == name)
+            ).scalar()
+            if url is None:
+                raise ArtifactNotFoundError(f"task {task_id} has no artifact {name!r}")
+            conn.execute(delete(t.artifacts).where(c.task_id == task_id, c.name == name))
+        self.storage.delete(url)
+
+    # -- models ----------------------------------------------------------------------------
+    def add_model(self, record: ModelRecord) -> ModelRecord:
+        rec = ModelRecord(
+            id=record.id or new_id(),
+            task_id=record.task_id,
+            name=record.name,
+            url=record.url,
+            framework=record.framework,
+            mode=record.mode,
+            created=record.created or time.time(),
+            metadata=dict(record.metadata),
+        )
+        with self._write() as conn:
+            self._require(conn, rec.task_id)
+            conn.execute(
+                insert(t.models),
+                [
+                    {
+                        "id": rec.id,
+                        "task_id": rec.task_id,
+                        "name": rec.name,
+                        "url": rec.url,
+                        "framework": rec.framework,
+                        "mode": rec.mode,
+                        "meta": rec.metadata,
+                        "created": rec.created,
+                    }
+                ],
+            )
+        return rec
+
+    def get_models(self, task_id: str) -> list[ModelRecord]:
+        c = t.models.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.models).where(c.task_id == task_id).order_by(c.created, c.id)
+            ).all()
+        return [
+            ModelRecord(
+                id=r.id,
+                task_id=r.task_id,
+                name=r.name,
+                url=r.url,
+                framework=r.framework,
+                mode=r.mode,
+                created=r.created,
+                metadata=r.meta or {},
+            )
+            for r in rows
+        ]
+
+    # -- metrics, events, log --------------------------------------------------------------
+    def add_scalars(self, points: Sequence[ScalarPoint]) -> None:
+        if not points:
+            return
+        now = time.time()
+        rows = [
+            {
+                "task_id": p.task_id,
+                "title": p.title,
+                "series": p.series,
+                "iteration": int(p.iteration),
+                "value": float(p.value),
+                "timestamp": p.timestamp or now,
+            }
+            for p in points
+        ]
+        with self._write() as conn:
+            conn.execute(insert(t.scalars), rows)
+
+    def get_scalars(
+        self, task_id: str, title: str | None = None, series: str | None = None
+    ) -> list[ScalarPoint]:
+        c = t.scalars.c
+        q = select(c.task_id, c.title, c.series, c.iteration, c.value, c.timestamp).where(
+            c.task_id == task_id
+        )
+        if title is not None:
+            q = q.where(c.title == title)
+        if series is not None:
+            q = q.where(c.series == series)
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(c.title, c.series, c.iteration, c.id)).all()
+        return [ScalarPoint(*r) for r in rows]
+
+    def get_last_scalars(self, task_id: str) -> dict[str, dict[str, dict[str, float]]]:
+        c = t.scalars.c
+        agg = (
+            select(
+                c.title,
+                c.series,
+                func.max(c.id).label("last_id"),
+                func.min(c.value).label("min"),
+                func.max(c.value).label("max"),
+            )
+            .where(c.task_id == task_id)
+            .group_by(c.title, c.series)
+            .subquery()
+        )
+        q = select(agg.c.title, agg.c.series, c.value, c.iteration, agg.c.min, agg.c.max).join(
+            agg, c.id == agg.c.last_id
+        )
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        with self._read() as conn:
+            for title, series, value, iteration, mn, mx in conn.execute(q):
+                out.setdefault(title, {})[series] = {
+                    "last": value,
+                    "min": mn,
+                    "max": mx,
+                    "iteration": iteration,
+                }
+        return out
+
+    def add_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        now = time.time()
+        rows = [
+            {
+                "task_id": e.task_id,
+                "kind": e.kind,
+                "title": e.title,
+                "series": e.series,
+                "iteration": int(e.iteration),
+                "payload": e.payload,
+                "timestamp": e.timestamp or now,
+            }
+            for e in events
+        ]
+        with self._write() as conn:
+            conn.execute(insert(t.events), rows)
+
+    def get_events(self, task_id: str, kind: str | None = None) -> list[Event]:
+        c = t.events.c
+        q = select(c.task_id, c.kind, c.title, c.series, c.iteration, c.payload, c.timestamp).where(
+            c.task_id == task_id
+        )
+        if kind is not None:
+            q = q.where(c.kind == kind)
+        with self._read() as conn:
+            return [Event(*r) for r in conn.execute(q.order_by(c.id))]
+
+    def add_log(self, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        now = time.time()
+        rows = [
+            {"task_id": ln.task_id, "level": ln.level, "text": ln.text, "timestamp": ln.timestamp or now}
+            for ln in lines
+        ]
+        with self._write() as conn:
+            conn.execute(insert(t.log), rows)
+
+    def get_log(self, task_id: str, after: int = 0, limit: int | None = None) -> list[LogLine]:
+        c = t.log.c
+        q = (
+            select(c.task_id, c.text, c.level, c.timestamp, c.id)
+            .where(c.task_id == task_id, c.id > after)
+            .order_by(c.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as conn:
+            return [LogLine(*r) for r in conn.execute(q)]
+
+    # -- queues ----------------------------------------------------------------------------
+    def create_queue(self, name: str) -> QueueRecord:
+        check_name(name, "queue name")
+        with self._write() as conn:
+            _upsert(
+                conn,
+                t.queues,
+                [{"id": new_id(), "name": name, "created": time.time()}],
+                ["name"],
+            )
+            row = conn.execute(select(t.queues).where(t.queues.c.name == name)).one()
+        return QueueRecord(id=row.id, name=row.name, created=row.created)
+
+    def get_queues(self) -> list[QueueRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(t.queues).order_by(t.queues.c.name)).all()
+        return [QueueRecord(id=r.id, name=r.name, created=r.created) for r in rows]
+
+    def delete_queue(self, name: str) -> None:
+        with self._write() as conn:
+            qid = conn.execute(select(t.queues.c.id).where(t.queues.c.name == name)).scalar()
+            if qid is None:
+                raise NotFoundError(f"queue {name!r} does not exist; see the queues with `stepline queues list`")
+            waiting = conn.execute(
+                select(func.count()).where(t.queue_entries.c.queue_id == qid)
+            ).scalar()
+            if waiting:
+                raise ConflictError(
+                    f"queue {name!r} still holds {waiting} task(s); dequeue them first"
+                )
+            conn.execute(delete(t.queues).where(t.queues.c.id == qid))
