@@ -116,10 +116,12 @@ class Backend(Protocol):
     def get_runtime(self, task_id: str) -> dict[str, str]: ...
 
     # -- artifacts ------------------------------------------------------------------------
-    def put_artifact(self, record: ArtifactRecord, local_path: str) -> ArtifactRecord:
+    def put_artifact(
+        self, record: ArtifactRecord, local_path: str, *, move: bool = False
+    ) -> ArtifactRecord:
         """Store the file at ``local_path`` as the task's artifact ``record.name`` (replacing
         one of that name) and return the record with its url, size and hash filled in.
-        The file is consumed: it may be moved into storage."""
+        With ``move`` the file is consumed (it may be renamed into storage)."""
         ...
 
     def get_artifacts(self, task_id: str) -> list[ArtifactRecord]: ...

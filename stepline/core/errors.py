@@ -19,7 +19,9 @@ class TaskNotFoundError(NotFoundError):
     def __init__(self, task_id: str, hint: str = "") -> None:
         self.task_id = task_id
         msg = f"task {task_id!r} does not exist in this store"
-        super().__init__(msg + (f"; {hint}" if hint else "; check the id with `stepline tasks list`"))
+        super().__init__(
+            msg + (f"; {hint}" if hint else "; check the id with `stepline tasks list`")
+        )
 
 
 class InvalidTransitionError(StepLineError):

@@ -32,7 +32,7 @@ S = TaskStatus
 ALLOWED_FROM: dict[TaskStatus, frozenset[TaskStatus]] = {
     # created again: dequeue, or an explicit reset of a finished task
     S.created: frozenset({S.queued, S.stopped, S.failed, S.completed}),
-    S.queued: frozenset({S.created, S.stopped, S.failed}),
+    S.queued: frozenset({S.created}),
     S.in_progress: frozenset({S.created, S.queued}),
     S.completed: frozenset({S.created, S.in_progress}),
     S.failed: frozenset({S.created, S.queued, S.in_progress}),

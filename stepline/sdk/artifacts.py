@@ -51,11 +51,16 @@ class Artifact:
         return f"artifact {self.name!r} of task {self.task_id}"
 
     def get_local_copy(
-        self, extract_archive: bool = True, raise_on_error: bool = True, force_download: bool = False
+        self,
+        extract_archive: bool = True,
+        raise_on_error: bool = True,
+        force_download: bool = False,
     ) -> str:
         """A local path with the artifact's bytes; a folder artifact is extracted (unless
         ``extract_archive=False``). Raises if the file is missing or does not match its hash."""
-        path = self._backend.artifact_local_path(self._record, verify=True if force_download else None)
+        path = self._backend.artifact_local_path(
+            self._record, verify=True if force_download else None
+        )
         if self.type == "folder" and extract_archive:
             key = hashlib.sha256(f"{self.url}:{self.hash}".encode()).hexdigest()[:24]
             dest = load_config().cache_dir / "extracted" / key
@@ -71,7 +76,9 @@ class Artifact:
         """The stored object (for ``file`` and ``folder`` artifacts: a local path)."""
         if self.type in ("file", "folder") and deserialization_function is None:
             return self.get_local_copy(force_download=force_download)
-        path = self._backend.artifact_local_path(self._record, verify=True if force_download else None)
+        path = self._backend.artifact_local_path(
+            self._record, verify=True if force_download else None
+        )
         return deserialize(
             path,
             self.type,

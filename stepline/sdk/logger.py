@@ -45,7 +45,9 @@ class _Flusher:
             self._loggers.add(logger)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="stepline-flush", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="stepline-flush", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
@@ -138,7 +140,9 @@ class Logger:
 
     # -- scalars ---------------------------------------------------------------------------
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
-        point = ScalarPoint(self._task_id, str(title), str(series), int(iteration), float(value), time.time())
+        point = ScalarPoint(
+            self._task_id, str(title), str(series), int(iteration), float(value), time.time()
+        )
         with self._lock:
             self._scalars.append(point)
             self._added(len(self._scalars))
@@ -166,8 +170,12 @@ class Logger:
             self._added(len(self._lines))
 
     # -- tables, plots, images -------------------------------------------------------------
-    def _event(self, kind: str, title: str, series: str, iteration: int | None, payload: str) -> None:
-        ev = Event(self._task_id, kind, str(title), str(series), int(iteration or 0), payload, time.time())
+    def _event(
+        self, kind: str, title: str, series: str, iteration: int | None, payload: str
+    ) -> None:
+        ev = Event(
+            self._task_id, kind, str(title), str(series), int(iteration or 0), payload, time.time()
+        )
         with self._lock:
             self._events.append(ev)
             self._added(len(self._events))
@@ -200,7 +208,9 @@ class Logger:
         payload = {"columns": columns, "rows": rows, "layout": extra_layout or {}}
         self._event("table", title, series, iteration, json.dumps(payload, default=str))
 
-    def report_plotly(self, title: str, series: str, figure: Any, iteration: int | None = None) -> None:
+    def report_plotly(
+        self, title: str, series: str, figure: Any, iteration: int | None = None
+    ) -> None:
         """A plotly figure (a ``plotly.graph_objects.Figure`` or its dict), stored as JSON."""
         if hasattr(figure, "to_plotly_json"):
             figure = figure.to_plotly_json()
@@ -219,8 +229,15 @@ class Logger:
     ) -> None:
         pts = [list(p) for p in scatter]
         fig = {
-            "data": [{"type": "scatter", "mode": mode, "name": series,
-                      "x": [p[0] for p in pts], "y": [p[1] for p in pts]}],
+            "data": [
+                {
+                    "type": "scatter",
+                    "mode": mode,
+                    "name": series,
+                    "x": [p[0] for p in pts],
+                    "y": [p[1] for p in pts],
+                }
+            ],
             "layout": {"title": title, "xaxis": {"title": xaxis}, "yaxis": {"title": yaxis}},
         }
         self.report_plotly(title, series, fig, iteration)
@@ -237,8 +254,14 @@ class Logger:
     ) -> None:
         vals = [float(v) for v in values]
         fig = {
-            "data": [{"type": "bar", "name": series, "y": vals,
-                      "x": xlabels if xlabels else list(range(len(vals)))}],
+            "data": [
+                {
+                    "type": "bar",
+                    "name": series,
+                    "y": vals,
+                    "x": xlabels if xlabels else list(range(len(vals))),
+                }
+            ],
             "layout": {"title": title},
         }
         self.report_plotly(title, series, fig, iteration)

@@ -112,7 +112,9 @@ def serialize(
 
         path = temp(".npy")
         np.save(path, obj, allow_pickle=False)
-        preview = f"ndarray shape={obj.shape} dtype={obj.dtype}\n{np.array2string(obj, threshold=20)}"
+        preview = (
+            f"ndarray shape={obj.shape} dtype={obj.dtype}\n{np.array2string(obj, threshold=20)}"
+        )
         return Serialized(path, "numpy", _preview(preview), "application/x-npy", True)
 
     if _module_type(obj, "pandas", "DataFrame"):
@@ -145,12 +147,18 @@ def serialize(
             path = shutil.make_archive(base, "zip", root_dir=src)
             names = sorted(p.name for p in src.iterdir())[:50]
             return Serialized(
-                path, "folder", _preview(f"folder {src.name}: " + ", ".join(names)),
-                "application/zip", True,
+                path,
+                "folder",
+                _preview(f"folder {src.name}: " + ", ".join(names)),
+                "application/zip",
+                True,
             )
         return Serialized(
-            str(src), "file", f"file {src.name}, {src.stat().st_size} bytes",
-            "application/octet-stream", False,
+            str(src),
+            "file",
+            f"file {src.name}, {src.stat().st_size} bytes",
+            "application/octet-stream",
+            False,
         )
 
     if isinstance(obj, str):
@@ -166,7 +174,9 @@ def serialize(
     if _module_type(obj, "PIL", "Image"):
         path = temp(".png")
         obj.save(path, format="PNG")
-        return Serialized(path, "image", f"image {obj.size[0]}x{obj.size[1]} {obj.mode}", "image/png", True)
+        return Serialized(
+            path, "image", f"image {obj.size[0]}x{obj.size[1]} {obj.mode}", "image/png", True
+        )
 
     if not auto_pickle:
         raise SerializationError(

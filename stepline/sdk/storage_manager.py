@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from stepline.core.config import load_config
@@ -28,7 +29,7 @@ def _cache_root(cache_context: str | None) -> Path:
     return root
 
 
-def _fs_for(url: str):  # type: ignore[no-untyped-def]
+def _fs_for(url: str) -> Any:
     import fsspec
 
     try:
@@ -64,7 +65,9 @@ class StorageManager:
             local = path
         else:
             local = cls._download(str(remote_url), _cache_root(cache_context), name, force_download)
-        if extract_archive and (local.endswith(".zip") or local.endswith((".tar.gz", ".tgz", ".tar"))):
+        if extract_archive and (
+            local.endswith(".zip") or local.endswith((".tar.gz", ".tgz", ".tar"))
+        ):
             return cls._extract(local, _cache_root(cache_context))
         return local
 
@@ -130,7 +133,11 @@ class StorageManager:
 
     @classmethod
     def upload_file(
-        cls, local_file: str, remote_url: str, wait_for_upload: bool = True, retries: int | None = None
+        cls,
+        local_file: str,
+        remote_url: str,
+        wait_for_upload: bool = True,
+        retries: int | None = None,
     ) -> str:
         """Copy ``local_file`` to ``remote_url`` (a path, ``file://`` or fsspec URL); the file
         appears at its destination only when whole. Returns ``remote_url``."""
@@ -156,5 +163,7 @@ class StorageManager:
                 break
             except OSError as exc:
                 if i == attempts - 1:
-                    raise StorageError(f"could not upload {local_file} to {remote_url}: {exc}") from exc
+                    raise StorageError(
+                        f"could not upload {local_file} to {remote_url}: {exc}"
+                    ) from exc
         return remote_url

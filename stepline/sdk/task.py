@@ -87,7 +87,7 @@ class Task:
         cls,
         project_name: str | None = None,
         task_name: str | None = None,
-        task_type: TaskTypes | str = TaskTypes.training,
+        task_type: str = TaskTypes.training,
         tags: Sequence[str] | None = None,
         reuse_last_task_id: bool | str = True,
         continue_last_task: bool | str | int = False,
@@ -149,7 +149,7 @@ class Task:
         cls,
         project_name: str | None = None,
         task_name: str | None = None,
-        task_type: TaskTypes | str = TaskTypes.training,
+        task_type: str = TaskTypes.training,
         repo: str | None = None,
         branch: str | None = None,
         commit: str | None = None,
@@ -296,7 +296,9 @@ class Task:
             status=[TaskStatus(s) for s in ([status] if isinstance(status, str) else status)]
             if status
             else None,
-            type=[str(x) for x in ([ttype] if isinstance(ttype, str) else ttype)] if ttype else None,
+            type=[str(x) for x in ([ttype] if isinstance(ttype, str) else ttype)]
+            if ttype
+            else None,
             parent=tf.pop("parent", None),
             archived=None if allow_archived else False,
             order_by=str(order),
@@ -323,7 +325,9 @@ class Task:
             raise ValidationError("Task.clone needs source_task (a Task or a task id)")
         backend = get_backend()
         source_id = source_task.id if isinstance(source_task, Task) else str(source_task)
-        record = backend.clone_task(source_id, name=name, project=project, comment=comment, parent=parent)
+        record = backend.clone_task(
+            source_id, name=name, project=project, comment=comment, parent=parent
+        )
         return cls(record, backend)
 
     @classmethod
@@ -421,7 +425,7 @@ class Task:
         pid = parent.id if isinstance(parent, Task) else parent
         self._record = self._backend.update_task(self.id, parent=pid)
 
-    def set_task_type(self, task_type: TaskTypes | str) -> None:
+    def set_task_type(self, task_type: str) -> None:
         self._record = self._backend.update_task(self.id, type=str(TaskTypes(task_type)))
 
     def move_to_project(self, new_project_name: str) -> None:
@@ -461,7 +465,9 @@ class Task:
         return True
 
     # -- status ----------------------------------------------------------------------------------
-    def _set_status(self, status: TaskStatus, force: bool, message: str = "", reason: str = "") -> None:
+    def _set_status(
+        self, status: TaskStatus, force: bool, message: str = "", reason: str = ""
+    ) -> None:
         if status != TaskStatus.in_progress:
             self.flush()
         self._record = self._backend.set_status(
@@ -550,13 +556,15 @@ class Task:
                 f"connect() takes a dict, an argparse.Namespace or an object; wrap a single "
                 f"value in a dict, e.g. task.connect({{'value': {mutable!r}}})"
             )
-        attrs = {
-            k: v
-            for k, v in vars(mutable).items()
-            if not k.startswith("_") and not callable(v)
-        } if hasattr(mutable, "__dict__") else {}
+        attrs = (
+            {k: v for k, v in vars(mutable).items() if not k.startswith("_") and not callable(v)}
+            if hasattr(mutable, "__dict__")
+            else {}
+        )
         if not attrs and isinstance(mutable, type):
-            attrs = {k: v for k, v in vars(mutable).items() if not k.startswith("_") and not callable(v)}
+            attrs = {
+                k: v for k, v in vars(mutable).items() if not k.startswith("_") and not callable(v)
+            }
         self._connect_values(section, attrs)
         for k, v in attrs.items():
             setattr(mutable, k, v)
@@ -571,26 +579,36 @@ class Task:
                     default = values[key]
                     try:
                         values[key] = (
-                            pv.decode(p.value, p.type) if default is None else pv.cast_like(p.value, default)
+                            pv.decode(p.value, p.type)
+                            if default is None
+                            else pv.cast_like(p.value, default)
                         )
                     except ValidationError as exc:
-                        raise ValidationError(f"task {self.id}: parameter {section}/{key}: {exc}") from exc
+                        raise ValidationError(
+                            f"task {self.id}: parameter {section}/{key}: {exc}"
+                        ) from exc
                 else:
                     values[key] = pv.decode(p.value, p.type)
             missing = {k: v for k, v in values.items() if k not in stored}
             if missing:
-                self._backend.set_params(self.id, [self._param(section, k, v) for k, v in missing.items()])
+                self._backend.set_params(
+                    self.id, [self._param(section, k, v) for k, v in missing.items()]
+                )
             return
         self._backend.set_params(self.id, [self._param(section, k, v) for k, v in values.items()])
 
     @staticmethod
-    def _param(section: str, name: str, value: Any, description: str = "", value_type: Any = None) -> Param:
+    def _param(
+        section: str, name: str, value: Any, description: str = "", value_type: Any = None
+    ) -> Param:
         text, tname = pv.encode(value)
         if value_type is not None:
             tname = value_type if isinstance(value_type, str) else value_type.__name__
         return Param(section, str(name), text, tname, description or "")
 
-    def get_parameters(self, backwards_compatibility: bool = True, cast: bool = False) -> dict[str, Any]:
+    def get_parameters(
+        self, backwards_compatibility: bool = True, cast: bool = False
+    ) -> dict[str, Any]:
         """{"Section/name": value}: strings, or (``cast=True``) values of their stored types."""
         return {
             p.key: (pv.decode(p.value, p.type) if cast else p.value)
@@ -683,10 +701,14 @@ class Task:
             path.write_text(stored.value)
             return str(path)
         if isinstance(configuration, dict):
-            obj = ConfigObject(cname, json.dumps(configuration, default=str), "json", description or "")
+            obj = ConfigObject(
+                cname, json.dumps(configuration, default=str), "json", description or ""
+            )
         else:
             text = Path(configuration).read_text()
-            obj = ConfigObject(cname, text, Path(configuration).suffix.lstrip(".") or "text", description or "")
+            obj = ConfigObject(
+                cname, text, Path(configuration).suffix.lstrip(".") or "text", description or ""
+            )
         self._backend.set_configs(self.id, [obj])
         return configuration
 
@@ -742,7 +764,9 @@ class Task:
         try:
             json.dumps(meta)
         except (TypeError, ValueError) as exc:
-            raise ValidationError(f"artifact {name!r} of task {self.id}: metadata must be JSON ({exc})")
+            raise ValidationError(
+                f"artifact {name!r} of task {self.id}: metadata must be JSON ({exc})"
+            )
         what = f"artifact {name!r} of task {self.id}"
         ser = serialize(
             artifact_object,
@@ -887,7 +911,9 @@ class Task:
                     elif failure is None:
                         self.mark_completed()
                     else:
-                        self.mark_failed(status_reason=failure[-2000:], status_message="uncaught exception")
+                        self.mark_failed(
+                            status_reason=failure[-2000:], status_message="uncaught exception"
+                        )
             except StepLineError as exc:
                 stream = sys.__stderr__
                 if stream is not None:
@@ -967,7 +993,9 @@ class _ArgparseHook:
         original = argparse.ArgumentParser.parse_known_args
         hook = self
 
-        def parse_known_args(parser: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
+        def parse_known_args(
+            parser: argparse.ArgumentParser, args: Any = None, namespace: Any = None
+        ) -> Any:
             ns, rest = original(parser, args, namespace)
             current = Task.current_task()
             if current is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -48,7 +49,7 @@ def ensure_schema(engine: Engine, lock_dir: Path | None) -> None:
             lock_file.close()
 
 
-def alembic_config():  # type: ignore[no-untyped-def]
+def alembic_config() -> Any:
     from alembic.config import Config
 
     cfg = Config()
@@ -69,5 +70,3 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             f"could not bring the database {engine.url!r} to schema {revision}: {exc}; "
             "if it was created by a newer stepline, upgrade stepline"
         ) from exc
-
-
