@@ -25,7 +25,9 @@ def open_backend(config: Config) -> Backend:
         )
     from stepline.backend.sql.store import SqlBackend
 
-    return SqlBackend(config.db_url, config.storage_url, home=config.home, timeout=config.db_timeout)
+    return SqlBackend(
+        config.db_url, config.storage_url, home=config.home, timeout=config.db_timeout
+    )
 
 
 def get_backend() -> Backend:

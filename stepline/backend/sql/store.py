@@ -86,9 +86,7 @@ def _make_engine(url: str, timeout: float) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"timeout": timeout, "check_same_thread": False}
-        )
+        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -112,11 +110,10 @@ def _make_engine(url: str, timeout: float) -> Engine:
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
     update_cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
     if update_cols:
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
@@ -134,9 +131,7 @@ def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
 class SqlBackend:
     """``backend.protocol.Backend`` on a SQL database."""
 
-    def __init__(
-        self, url: str, storage_url: str, *, home: Path, timeout: float = 30.0
-    ) -> None:
+    def __init__(self, url: str, storage_url: str, *, home: Path, timeout: float = 30.0) -> None:
         self.url = url
         self.timeout = timeout
         self.engine = _make_engine(url, timeout)
@@ -205,9 +200,7 @@ class SqlBackend:
                     [{"id": new_id(), "name": sub, "parent_id": parent_id, "created": time.time()}],
                     ["name"],
                 )
-                row = conn.execute(
-                    select(t.projects.c.id).where(t.projects.c.name == sub)
-                ).first()
+                row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == sub)).first()
             assert row is not None
             parent_id = row[0]
         assert parent_id is not None
@@ -270,7 +263,7 @@ class SqlBackend:
         now = time.time()
         task_id = new.id or new_id()
         status = TaskStatus(new.status)
-        row = {
+        row: dict[str, Any] = {
             "id": task_id,
             "name": new.name,
             "type": str(new.type),
@@ -356,11 +349,15 @@ class SqlBackend:
         if flt.archived is not None:
             q = q.where(c.archived == flt.archived)
         for tag in flt.tags or ():
-            has = exists().where(and_(t.task_tags.c.task_id == c.id, t.task_tags.c.tag == tag.lstrip("-")))
+            has = exists().where(
+                and_(t.task_tags.c.task_id == c.id, t.task_tags.c.tag == tag.lstrip("-"))
+            )
             q = q.where(~has if tag.startswith("-") else has)
         key = flt.order_by.lstrip("-+")
         if key not in _ORDER:
-            raise ValidationError(f"cannot order tasks by {flt.order_by!r}; use one of {sorted(_ORDER)}")
+            raise ValidationError(
+                f"cannot order tasks by {flt.order_by!r}; use one of {sorted(_ORDER)}"
+            )
         col = c[key]
         q = q.order_by(col.desc() if flt.order_by.startswith("-") else col.asc(), c.id)
         if flt.limit is not None:
@@ -401,7 +398,9 @@ class SqlBackend:
             "archived": archived,
             "published": published,
         }
-        values.update({k: (str(v) if k == "type" else v) for k, v in given.items() if v is not KEEP})
+        values.update(
+            {k: (str(v) if k == "type" else v) for k, v in given.items() if v is not KEEP}
+        )
         with self._write() as conn:
             if project is not KEEP:
                 values["project_id"] = self._project_id(conn, project)
@@ -444,9 +443,7 @@ class SqlBackend:
         with self._write() as conn:
             res = conn.execute(stmt.values(**values))
             if res.rowcount == 0:
-                old = conn.execute(
-                    select(t.tasks.c.status).where(t.tasks.c.id == task_id)
-                ).scalar()
+                old = conn.execute(select(t.tasks.c.status).where(t.tasks.c.id == task_id)).scalar()
                 if old is None:
                     raise TaskNotFoundError(task_id)
                 raise InvalidTransitionError(task_id, old, status.value)
@@ -500,8 +497,18 @@ class SqlBackend:
     def delete_task(self, task_id: str) -> None:
         with self._write() as conn:
             self._require(conn, task_id)
-            for table in (t.scalars, t.events, t.log, t.models, t.artifacts, t.task_params,
-                          t.task_configs, t.task_runtime, t.task_tags, t.queue_entries):
+            for table in (
+                t.scalars,
+                t.events,
+                t.log,
+                t.models,
+                t.artifacts,
+                t.task_params,
+                t.task_configs,
+                t.task_runtime,
+                t.task_tags,
+                t.queue_entries,
+            ):
                 conn.execute(delete(table).where(table.c.task_id == task_id))
             conn.execute(delete(t.tasks).where(t.tasks.c.id == task_id))
         self.storage.delete_prefix(storage_key(task_id))
@@ -729,9 +736,7 @@ class SqlBackend:
     def delete_artifact(self, task_id: str, name: str) -> None:
         c = t.artifacts.c
         with self._write() as conn:
-            url = conn.execute(
-                select(c.url).where(c.task_id == task_id, c.name == name)
-            ).scalar()
+            url = conn.execute(select(c.url).where(c.task_id == task_id, c.name == name)).scalar()
             if url is None:
                 raise ArtifactNotFoundError(f"task {task_id} has no artifact {name!r}")
             conn.execute(delete(t.artifacts).where(c.task_id == task_id, c.name == name))
@@ -884,7 +889,12 @@ class SqlBackend:
             return
         now = time.time()
         rows = [
-            {"task_id": ln.task_id, "level": ln.level, "text": ln.text, "timestamp": ln.timestamp or now}
+            {
+                "task_id": ln.task_id,
+                "level": ln.level,
+                "text": ln.text,
+                "timestamp": ln.timestamp or now,
+            }
             for ln in lines
         ]
         with self._write() as conn:
@@ -924,7 +934,9 @@ class SqlBackend:
         with self._write() as conn:
             qid = conn.execute(select(t.queues.c.id).where(t.queues.c.name == name)).scalar()
             if qid is None:
-                raise NotFoundError(f"queue {name!r} does not exist; see the queues with `stepline queues list`")
+                raise NotFoundError(
+                    f"queue {name!r} does not exist; see the queues with `stepline queues list`"
+                )
             waiting = conn.execute(
                 select(func.count()).where(t.queue_entries.c.queue_id == qid)
             ).scalar()
