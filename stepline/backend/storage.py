@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from stepline.core.errors import ArtifactNotFoundError, ConfigError, UnsafePathError
 
@@ -38,7 +38,8 @@ def is_local_url(url: str) -> bool:
 
 
 def local_path_of(url: str) -> str:
-    return urlparse(url).path if url.startswith("file://") else url
+    # file URLs come from Path.as_uri(), which percent-encodes spaces, '%', '#', non-ASCII...
+    return unquote(urlparse(url).path) if url.startswith("file://") else url
 
 
 class BlobStorage:

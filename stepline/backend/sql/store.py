@@ -107,7 +107,16 @@ def _make_engine(url: str, timeout: float) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+def _upsert(
+    conn: Connection,
+    table: Any,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    *,
+    update: bool = True,
+) -> None:
+    """Insert ``rows``; a row whose ``keys`` exist already updates it (or, without ``update``,
+    is skipped: the existing row, its id included, is kept)."""
     if not rows:
         return
     from sqlalchemy.dialects import postgresql, sqlite
@@ -115,11 +124,23 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list
     dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table)
     update_cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    if update_cols:
+    if update_cols and update:
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     conn.execute(stmt, rows)
+
+
+def _blob_name(name: str, local_path: str) -> str:
+    """The stored file's name: the artifact name (cut so the name, and the storage's temporary
+    name beside it, stay within the 255 bytes a file name may have), a random part (a
+    replacement never overwrites bytes a reader may hold) and the source's extension."""
+    path = Path(local_path)
+    ext = "".join(path.suffixes[-2:]) if path.suffix else ""
+    if len(ext.encode()) > 32 or not ext.isprintable() or any(c in ext for c in " \\"):
+        ext = ""
+    stem = name.encode()[:160].decode(errors="ignore")
+    return f"{stem}.{uuid.uuid4().hex[:8]}{ext}"
 
 
 def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
@@ -189,22 +210,26 @@ class SqlBackend:
         if pid is not None:
             return pid
         parent_id = None
+        created = False
         parts = name.split("/")
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
             row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == sub)).first()
             if row is None:
+                created = True
                 _upsert(
                     conn,
                     t.projects,
                     [{"id": new_id(), "name": sub, "parent_id": parent_id, "created": time.time()}],
                     ["name"],
+                    update=False,
                 )
                 row = conn.execute(select(t.projects.c.id).where(t.projects.c.name == sub)).first()
             assert row is not None
             parent_id = row[0]
         assert parent_id is not None
-        self._projects[name] = parent_id
+        if not created:  # a project made in this transaction is gone if it rolls back
+            self._projects[name] = parent_id
         return parent_id
 
     def list_projects(self) -> list[str]:
@@ -648,9 +673,14 @@ class SqlBackend:
         check_name(record.name, f"artifact name (task {record.task_id})")
         with self._read() as conn:
             self._require(conn, record.task_id)
-        digest, size = file_digest(local_path)
-        ext = "".join(Path(local_path).suffixes[-2:]) if Path(local_path).suffix else ""
-        key = storage_key(record.task_id, "artifacts", f"{record.name}.{uuid.uuid4().hex[:8]}{ext}")
+        try:
+            digest, size = file_digest(local_path)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(
+                f"artifact {record.name!r} of task {record.task_id}: the file to upload, "
+                f"{local_path}, does not exist"
+            )
+        key = storage_key(record.task_id, "artifacts", _blob_name(record.name, local_path))
         url = self.storage.put(local_path, key, move=move)
         stored = ArtifactRecord(
             task_id=record.task_id,
@@ -921,6 +951,7 @@ class SqlBackend:
                 t.queues,
                 [{"id": new_id(), "name": name, "created": time.time()}],
                 ["name"],
+                update=False,
             )
             row = conn.execute(select(t.queues).where(t.queues.c.name == name)).one()
         return QueueRecord(id=row.id, name=row.name, created=row.created)
