@@ -74,7 +74,8 @@ class Backend(Protocol):
         force: bool = False,
     ) -> TaskRecord:
         """Move the task to ``status`` if the transition is allowed (``force`` skips the
-        check), atomically; else ``InvalidTransitionError``."""
+        check), atomically; else ``InvalidTransitionError``. A status that is only a name
+        (published, closed, ...) is refused with ``ValidationError``."""
         ...
 
     def clone_task(
@@ -140,7 +141,11 @@ class Backend(Protocol):
     def get_models(self, task_id: str) -> list[ModelRecord]: ...
 
     # -- metrics, events, console log ---------------------------------------------------
-    def add_scalars(self, points: Sequence[ScalarPoint]) -> None: ...
+    def add_scalars(self, points: Sequence[ScalarPoint]) -> None:
+        """Add metric points (of one or more tasks) in one transaction; an unknown task id
+        raises ``TaskNotFoundError`` and nothing of the batch is written. The same holds for
+        ``add_events`` and ``add_log``."""
+        ...
 
     def get_scalars(
         self, task_id: str, title: str | None = None, series: str | None = None
@@ -156,8 +161,15 @@ class Backend(Protocol):
 
     def add_log(self, lines: Sequence[LogLine]) -> None: ...
 
-    def get_log(self, task_id: str, after: int = 0, limit: int | None = None) -> list[LogLine]:
-        """Log lines with ``seq > after``, oldest first."""
+    def get_log(
+        self, task_id: str, after: int = 0, limit: int | None = None, tail: int | None = None
+    ) -> list[LogLine]:
+        """Log lines with ``seq > after``, oldest first; with ``tail`` only the last ``tail``
+        of them."""
+        ...
+
+    def count_log(self, task_id: str) -> int:
+        """How many log lines the task has."""
         ...
 
     # -- projects and queues -------------------------------------------------------------

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import re
 import sys
-from collections import deque
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -55,8 +54,6 @@ app = typer.Typer(
 MIN_PREFIX = 6
 #: Width of the field names in the header of ``tasks show``.
 KEY_WIDTH = 10
-#: Log lines read per call while looking for the tail of a console log.
-LOG_PAGE = 5000
 
 
 def _backend() -> Backend:
@@ -73,8 +70,7 @@ def _print_json(value: Any) -> None:
 def resolve_task(backend: Backend, ref: str) -> TaskRecord:
     """The task whose id is ``ref``, or whose id alone starts with ``ref`` (>= 6 characters).
 
-    The protocol has no id-prefix filter, so a prefix is matched against every task's id
-    (archived ones included); a full id costs one ``get_task``."""
+    Archived tasks count too; a full id costs one ``get_task``."""
     ref = ref.strip()
     if not ref:
         raise ValidationError("give a task id (see `stepline tasks list`)")
@@ -87,17 +83,17 @@ def resolve_task(backend: Backend, ref: str) -> TaskRecord:
                 f"an id prefix needs at least {MIN_PREFIX} characters; "
                 "check the id with `stepline tasks list`",
             ) from None
-    matches = [r for r in backend.find_tasks(TaskFilter(archived=None)) if r.id.startswith(ref)]
+    matches = backend.find_tasks(TaskFilter(id_prefix=ref, archived=None, limit=6))
     if not matches:
         raise TaskNotFoundError(
             ref, "no task id starts with it either; check the id with `stepline tasks list --all`"
         )
     if len(matches) > 1:
         shown = ", ".join(f"{r.id} ({r.name})" for r in matches[:5])
-        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+        count = "more than 5" if len(matches) > 5 else str(len(matches))
         raise ValidationError(
-            f"task id prefix {ref!r} is ambiguous: it matches {len(matches)} tasks: "
-            f"{shown}{more}; give more characters of the id"
+            f"task id prefix {ref!r} is ambiguous: it matches {count} tasks: "
+            f"{shown}; give more characters of the id"
         )
     return matches[0]
 
@@ -304,18 +300,8 @@ def list_tasks(
 
 # -- tasks show --------------------------------------------------------------------------------
 def _log_tail(backend: Backend, task_id: str, n: int) -> tuple[list[LogLine], int]:
-    """The last ``n`` console lines and how many lines the log holds.
-
-    ``get_log`` reads oldest first, so the log is read in pages keeping only the tail."""
-    tail: deque[LogLine] = deque(maxlen=max(n, 0))
-    total, after = 0, 0
-    while True:
-        page = backend.get_log(task_id, after=after, limit=LOG_PAGE)
-        total += len(page)
-        tail.extend(page)
-        if len(page) < LOG_PAGE:
-            return list(tail), total
-        after = page[-1].seq
+    """The last ``n`` console lines and how many lines the log holds."""
+    return backend.get_log(task_id, tail=max(n, 0)), backend.count_log(task_id)
 
 
 def _params_by_section(params: list[Param]) -> dict[str, list[Param]]:

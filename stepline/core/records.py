@@ -79,6 +79,7 @@ class TaskFilter:
     """Which tasks to list. Every field set narrows the result; ``None`` means any."""
 
     ids: list[str] | None = None
+    id_prefix: str | None = None  #: ids starting with this
     project: str | None = None
     name: str | None = None  #: a regular expression searched in the name
     tags: list[str] | None = None  #: all of these; a leading "-" excludes a tag

@@ -593,13 +593,17 @@ def test_delete_task_removes_records_and_files(
     for call in (store.get_task, store.get_params, store.get_configs, store.get_runtime):
         with pytest.raises(TaskNotFoundError):
             call(gone.id)
-    with pytest.raises(TaskNotFoundError):
-        store.get_artifacts(gone.id)
-    assert store.get_scalars(gone.id) == []
-    assert store.get_last_scalars(gone.id) == {}
-    assert store.get_log(gone.id) == []
-    assert store.get_events(gone.id) == []
-    assert store.get_models(gone.id) == []
+    for read in (
+        store.get_artifacts,
+        store.get_scalars,
+        store.get_last_scalars,
+        store.get_log,
+        store.count_log,
+        store.get_events,
+        store.get_models,
+    ):
+        with pytest.raises(TaskNotFoundError, match=gone.id):
+            read(gone.id)
     assert found(store) == {kept.id}
     assert files_holding(root, gone_data) == []
     for rec in gone_artifacts:
@@ -1121,3 +1125,33 @@ def test_sql_delete_of_a_queue_holding_tasks_is_refused(tmp_path: Path) -> None:
         assert store.get_queues() == []
     finally:
         store.close()
+
+
+def test_batched_reports_for_an_unknown_task_write_nothing(store: Backend) -> None:
+    task = store.create_task(NewTask(name="t", project="p"))
+    for add, item in (
+        (store.add_scalars, lambda tid: ScalarPoint(tid, "m", "s", 0, 1.0)),
+        (store.add_log, lambda tid: LogLine(tid, "text")),
+        (store.add_events, lambda tid: Event(tid, "text", "t", "s", 0, "x")),
+    ):
+        with pytest.raises(TaskNotFoundError, match="no-such-task"):
+            add([item(task.id), item("no-such-task")])  # type: ignore[operator]
+    assert store.get_scalars(task.id) == []
+    assert store.get_log(task.id) == []
+    assert store.get_events(task.id) == []
+
+
+def test_log_tail_count_and_id_prefix(store: Backend) -> None:
+    task = store.create_task(NewTask(name="t", project="p"))
+    store.add_log([LogLine(task.id, f"line {i}") for i in range(10)])
+    assert [ln.text for ln in store.get_log(task.id, tail=3)] == ["line 7", "line 8", "line 9"]
+    assert store.count_log(task.id) == 10
+    first = store.get_log(task.id, limit=2)
+    assert [ln.text for ln in store.get_log(task.id, after=first[-1].seq, limit=2)] == [
+        "line 2",
+        "line 3",
+    ]
+    other = store.create_task(NewTask(name="o", project="p"))
+    found = store.find_tasks(TaskFilter(id_prefix=task.id[:10], archived=None))
+    assert [r.id for r in found] == [task.id]
+    assert other.id not in {r.id for r in store.find_tasks(TaskFilter(id_prefix=task.id))}

@@ -239,15 +239,12 @@ def test_show_log_option_limits_the_tail(tasks: Tasks) -> None:
     assert "epoch 2 loss" not in out
 
 
-def test_show_log_tail_of_a_log_longer_than_one_read(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_show_log_tail(home: Path) -> None:
     task = Task.create(project_name="p", task_name="chatty")
     logger = task.get_logger()
     for i in range(11):
         logger.report_text(f"line {i}", print_console=False)
     task.flush()
-    monkeypatch.setattr(cli_tasks, "LOG_PAGE", 4)  # read the log in pages of 4 lines
     out = ok("tasks", "show", task.id, "--log", "3")
     assert "Console log (last 3 of 11 lines)" in out
     assert [ln.split(" ", 1)[1] for ln in out.splitlines()[-3:]] == ["line 8", "line 9", "line 10"]

@@ -280,6 +280,14 @@ class SqlBackend:
         )
         return self._record(row, tags)
 
+    def _require_all(self, conn: Connection, task_ids: set[str]) -> None:
+        """``TaskNotFoundError`` unless every id names a task (one query)."""
+        ids = list(task_ids)
+        found = set(conn.scalars(select(t.tasks.c.id).where(t.tasks.c.id.in_(ids))))
+        missing = sorted(task_ids - found)
+        if missing:
+            raise TaskNotFoundError(missing[0], "nothing of this batch of reports was written")
+
     def _require(self, conn: Connection, task_id: str) -> None:
         if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
             raise TaskNotFoundError(task_id)
@@ -361,6 +369,8 @@ class SqlBackend:
         c = t.tasks.c
         if flt.ids is not None:
             q = q.where(c.id.in_(list(flt.ids)))
+        if flt.id_prefix:
+            q = q.where(c.id.startswith(flt.id_prefix, autoescape=True))
         if flt.project is not None:
             q = q.where(t.projects.c.name == flt.project.strip("/"))
         if flt.name:
@@ -809,6 +819,8 @@ class SqlBackend:
             rows = conn.execute(
                 select(t.models).where(c.task_id == task_id).order_by(c.created, c.id)
             ).all()
+            if not rows:
+                self._require(conn, task_id)
         return [
             ModelRecord(
                 id=r.id,
@@ -840,6 +852,7 @@ class SqlBackend:
             for p in points
         ]
         with self._write() as conn:
+            self._require_all(conn, {str(r["task_id"]) for r in rows})
             conn.execute(insert(t.scalars), rows)
 
     def get_scalars(
@@ -855,6 +868,8 @@ class SqlBackend:
             q = q.where(c.series == series)
         with self._read() as conn:
             rows = conn.execute(q.order_by(c.title, c.series, c.iteration, c.id)).all()
+            if not rows:
+                self._require(conn, task_id)
         return [ScalarPoint(*r) for r in rows]
 
     def get_last_scalars(self, task_id: str) -> dict[str, dict[str, dict[str, float]]]:
@@ -883,6 +898,8 @@ class SqlBackend:
                     "max": mx,
                     "iteration": iteration,
                 }
+            if not out:
+                self._require(conn, task_id)
         return out
 
     def add_events(self, events: Sequence[Event]) -> None:
@@ -902,6 +919,7 @@ class SqlBackend:
             for e in events
         ]
         with self._write() as conn:
+            self._require_all(conn, {str(r["task_id"]) for r in rows})
             conn.execute(insert(t.events), rows)
 
     def get_events(self, task_id: str, kind: str | None = None) -> list[Event]:
@@ -912,7 +930,10 @@ class SqlBackend:
         if kind is not None:
             q = q.where(c.kind == kind)
         with self._read() as conn:
-            return [Event(*r) for r in conn.execute(q.order_by(c.id))]
+            events = [Event(*r) for r in conn.execute(q.order_by(c.id))]
+            if not events:
+                self._require(conn, task_id)
+            return events
 
     def add_log(self, lines: Sequence[LogLine]) -> None:
         if not lines:
@@ -928,19 +949,39 @@ class SqlBackend:
             for ln in lines
         ]
         with self._write() as conn:
+            self._require_all(conn, {str(r["task_id"]) for r in rows})
             conn.execute(insert(t.log), rows)
 
-    def get_log(self, task_id: str, after: int = 0, limit: int | None = None) -> list[LogLine]:
+    def get_log(
+        self, task_id: str, after: int = 0, limit: int | None = None, tail: int | None = None
+    ) -> list[LogLine]:
         c = t.log.c
-        q = (
-            select(c.task_id, c.text, c.level, c.timestamp, c.id)
-            .where(c.task_id == task_id, c.id > after)
-            .order_by(c.id)
+        q = select(c.task_id, c.text, c.level, c.timestamp, c.id).where(
+            c.task_id == task_id, c.id > after
         )
-        if limit is not None:
-            q = q.limit(limit)
+        if tail is not None:
+            q = q.order_by(c.id.desc()).limit(max(0, tail))
+        else:
+            q = q.order_by(c.id)
+            if limit is not None:
+                q = q.limit(limit)
         with self._read() as conn:
-            return [LogLine(*r) for r in conn.execute(q)]
+            lines = [LogLine(*r) for r in conn.execute(q)]
+            if not lines:
+                self._require(conn, task_id)
+        if tail is not None:
+            lines.reverse()
+            if limit is not None:
+                lines = lines[:limit]
+        return lines
+
+    def count_log(self, task_id: str) -> int:
+        c = t.log.c
+        with self._read() as conn:
+            n = conn.execute(select(func.count()).where(c.task_id == task_id)).scalar() or 0
+            if not n:
+                self._require(conn, task_id)
+            return int(n)
 
     # -- queues ----------------------------------------------------------------------------
     def create_queue(self, name: str) -> QueueRecord:
