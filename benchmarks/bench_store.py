@@ -352,6 +352,7 @@ def run(
     rt_row = Row(f"artifact {array_mb} MB round trip", "s", target=ARTIFACT_TARGET)
     up_row = Row("  upload_artifact (floor: np.save)", "s", target=ARTIFACT_TARGET)
     get_row = Row("  artifacts[name].get() (floor: np.load)", "s", target=ARTIFACT_TARGET)
+    sync_row = Row("  upload, wait_on_upload=True (floor: np.save)", "s", target=None)
     npy = work / "floor.npy"
     # Warm up both sides once (the first 100 MB written and read is slower on either).
     np.save(npy, arr)
@@ -388,6 +389,11 @@ def run(
         up_row.stepline.append(upload)
         get_row.stepline.append(get)
         rt_row.stepline.append(upload + get)
+        task.flush(wait_for_uploads=True)
+        sync_row.floor.append(save)
+        sync_row.stepline.append(
+            _timed(lambda task=task: task.upload_artifact("sync", arr, wait_on_upload=True))
+        )
         task.mark_completed()
         log(f"artifact {rep + 1}/{repeats}")
     reset_backend()
@@ -405,7 +411,11 @@ def run(
                 else "get() checks its size only"
             )
         )
-    return [sdk_row, be_row, sc_row, rt_row, up_row, get_row], notes
+    notes.append(
+        "upload_artifact records the sha256 of large files in a background thread (the "
+        "reference's default wait_on_upload=False); with wait_on_upload=True it hashes first"
+    )
+    return [sdk_row, be_row, sc_row, rt_row, up_row, get_row, sync_row], notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,11 +118,22 @@ class Backend(Protocol):
 
     # -- artifacts ------------------------------------------------------------------------
     def put_artifact(
-        self, record: ArtifactRecord, local_path: str, *, move: bool = False
+        self,
+        record: ArtifactRecord,
+        local_path: str,
+        *,
+        move: bool = False,
+        defer_hash: bool = False,
     ) -> ArtifactRecord:
         """Store the file at ``local_path`` as the task's artifact ``record.name`` (replacing
         one of that name) and return the record with its url, size and hash filled in.
-        With ``move`` the file is consumed (it may be renamed into storage)."""
+        With ``move`` the file is consumed (it may be renamed into storage). With
+        ``defer_hash`` a large file may be committed with its size and an empty hash, the
+        sha256 being recorded moments later (``wait_for_uploads`` waits for that)."""
+        ...
+
+    def wait_for_uploads(self) -> None:
+        """Return when every artifact this process stored has its sha256 recorded."""
         ...
 
     def get_artifacts(self, task_id: str) -> list[ArtifactRecord]: ...

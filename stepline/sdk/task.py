@@ -755,8 +755,10 @@ class Task:
         sort_keys: bool = True,
     ) -> bool:
         """Store ``artifact_object`` as artifact ``name`` (see ``sdk.serializers`` for how each
-        type is stored). The upload is complete when this returns; readers never see part of
-        it. Uploading a name again replaces the artifact."""
+        type is stored). The artifact is stored whole and recorded when this returns; readers
+        never see part of it. For large files the sha256 is recorded a moment later by a
+        background thread unless ``wait_on_upload=True`` (the task waits for it before it
+        ends). Uploading a name again replaces the artifact."""
         from stepline.core.paths import check_name
 
         check_name(name, f"artifact name (task {self.id})")
@@ -794,7 +796,9 @@ class Task:
         try:
             for attempt in range(attempts):
                 try:
-                    self._backend.put_artifact(record, ser.path, move=ser.owned)
+                    self._backend.put_artifact(
+                        record, ser.path, move=ser.owned, defer_hash=not wait_on_upload
+                    )
                     break
                 except (OSError, StepLineError):
                     if attempt == attempts - 1:
@@ -835,10 +839,14 @@ class Task:
         return self._logger
 
     def flush(self, wait_for_uploads: bool = False) -> bool:
+        """Write buffered reports now; with ``wait_for_uploads`` also wait until every
+        artifact uploaded by this process has its sha256 recorded."""
         for cap in self._captures:
             cap.flush_partial()
         if self._logger is not None:
             self._logger.flush()
+        if wait_for_uploads:
+            self._backend.wait_for_uploads()
         return True
 
     def get_reported_scalars(self, max_samples: int = 0, x_axis: str = "iter") -> dict[str, Any]:
@@ -897,7 +905,7 @@ class Task:
 
     def _finish(self, failure: str | None, status: TaskStatus | None = None) -> None:
         try:
-            self.flush()
+            self.flush(wait_for_uploads=True)
         except StepLineError:
             pass
         self._release_console()

@@ -180,3 +180,18 @@ def test_temporary_files_do_not_pile_up(task: Task, home: Path) -> None:
         task.upload_artifact(f"a{i}", np.zeros(10))
     tmp = home / "tmp"
     assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+def test_large_artifacts_get_their_hash_in_the_background(task: Task) -> None:
+    import hashlib
+
+    from stepline.backend.sql import store as sql_store
+
+    data = os.urandom(sql_store.DEFER_HASH_MIN + 1)
+    task.upload_artifact("later", data)
+    task.upload_artifact("now", data, wait_on_upload=True)
+    assert len(task.artifacts["now"].hash) == 64
+    assert task.artifacts["later"].get() == data  # readable at once, checked by size
+    task.flush(wait_for_uploads=True)
+    expected = hashlib.sha256(data).hexdigest()
+    assert task.artifacts["later"].hash == expected == task.artifacts["now"].hash

@@ -17,11 +17,15 @@ What it guarantees and how:
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
 import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,15 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
     exists,
     func,
     insert,
+    literal,
+    or_,
     select,
     update,
 )
@@ -72,6 +79,10 @@ from stepline.core.records import (
     TaskRecord,
 )
 from stepline.core.status import ALLOWED_FROM, FINAL, TaskStatus
+
+#: With ``defer_hash``, files at least this large are committed with their size and get their
+#: sha256 from a background thread (``wait_for_uploads`` waits for it).
+DEFER_HASH_MIN = 8 << 20
 
 #: Artifacts up to this size are checked against their sha256 on every read; larger ones
 #: against their size (pass ``verify=True`` to hash them too).
@@ -149,6 +160,89 @@ def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
         backend.engine.dispose(close=False)
 
 
+class _Statements:
+    """Statements built once: SQLAlchemy caches their compiled form, and not rebuilding them
+    saves most of the per-call cost on the hot paths (loading a task, changing a status)."""
+
+    def __init__(self) -> None:
+        tid: Any = bindparam("tid")
+        self.tasks = select(*_TASK_COLS, t.projects.c.name.label("project"), t.tasks.c.project_id)
+        self.tasks = self.tasks.join(t.projects, t.projects.c.id == t.tasks.c.project_id)
+        self.task_by_id = self.tasks.where(t.tasks.c.id == tid)
+        self.tags_of = (
+            select(t.task_tags.c.tag)
+            .where(t.task_tags.c.task_id == tid)
+            .order_by(t.task_tags.c.tag)
+        )
+        self.task_exists = select(t.tasks.c.id).where(t.tasks.c.id == tid)
+        self.status_of = select(t.tasks.c.status).where(t.tasks.c.id == tid)
+        self.insert_task = insert(t.tasks)
+        self.dequeue = delete(t.queue_entries).where(t.queue_entries.c.task_id == tid)
+        self._status: dict[tuple[TaskStatus, bool], Any] = {}
+
+    def status_update(self, status: TaskStatus, force: bool) -> Any:
+        """UPDATE for moving a task to ``status``, guarded by the allowed previous statuses."""
+        key = (status, force)
+        stmt = self._status.get(key)
+        if stmt is None:
+            c = t.tasks.c
+            values: dict[str, Any] = {
+                "status": bindparam("status"),
+                "status_message": bindparam("message"),
+                "status_reason": bindparam("reason"),
+                "last_update": bindparam("now"),
+            }
+            if status == TaskStatus.in_progress:
+                values.update(started=bindparam("now"), completed=None)
+            elif status in FINAL:
+                values["completed"] = bindparam("now")
+            elif status == TaskStatus.created:
+                values.update(started=None, completed=None)
+            stmt = update(t.tasks).where(c.id == bindparam("tid")).values(**values)
+            if not force:
+                allowed = sorted(s.value for s in ALLOWED_FROM[status])
+                stmt = stmt.where(or_(*[c.status == literal(v) for v in allowed]))
+            self._status[key] = stmt
+        return stmt
+
+
+_Q = _Statements()
+
+
+class _Hasher:
+    """One background thread (per process) that records the sha256 of artifacts committed
+    with ``defer_hash``; ``wait`` returns when all submitted ones are recorded."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, backend: SqlBackend, rec: ArtifactRecord) -> None:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="stepline-hash")
+                self._pid = os.getpid()
+                self._pending = set()
+                atexit.register(self.wait)
+            fut = self._pool.submit(backend._record_hash, rec)
+            self._pending.add(fut)
+            fut.add_done_callback(self._pending.discard)
+
+    def wait(self) -> None:
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            pending = list(self._pending)
+        for fut in pending:
+            exc = fut.exception()
+            if exc is not None:
+                stream = sys.__stderr__
+                if stream is not None:
+                    stream.write(f"stepline: could not record an artifact's sha256: {exc}\n")
+
+
 class SqlBackend:
     """``backend.protocol.Backend`` on a SQL database."""
 
@@ -165,6 +259,8 @@ class SqlBackend:
         self.storage = BlobStorage(storage_url, home / "cache")
         self.home = home
         self._projects: dict[str, str] = {}
+        self._hasher = _Hasher()
+        self._ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -237,11 +333,6 @@ class SqlBackend:
             return list(conn.scalars(select(t.projects.c.name).order_by(t.projects.c.name)))
 
     # -- tasks -----------------------------------------------------------------------------
-    def _task_query(self) -> Any:
-        return select(*_TASK_COLS, t.projects.c.name.label("project"), t.tasks.c.project_id).join(
-            t.projects, t.projects.c.id == t.tasks.c.project_id
-        )
-
     @staticmethod
     def _record(row: Any, tags: list[str]) -> TaskRecord:
         m = row._mapping
@@ -268,17 +359,10 @@ class SqlBackend:
         )
 
     def _load(self, conn: Connection, task_id: str) -> TaskRecord:
-        row = conn.execute(self._task_query().where(t.tasks.c.id == task_id)).first()
+        row = conn.execute(_Q.task_by_id, {"tid": task_id}).first()
         if row is None:
             raise TaskNotFoundError(task_id)
-        tags = list(
-            conn.scalars(
-                select(t.task_tags.c.tag)
-                .where(t.task_tags.c.task_id == task_id)
-                .order_by(t.task_tags.c.tag)
-            )
-        )
-        return self._record(row, tags)
+        return self._record(row, list(conn.scalars(_Q.tags_of, {"tid": task_id})))
 
     def _require_all(self, conn: Connection, task_ids: set[str]) -> None:
         """``TaskNotFoundError`` unless every id names a task (one query)."""
@@ -289,7 +373,7 @@ class SqlBackend:
             raise TaskNotFoundError(missing[0], "nothing of this batch of reports was written")
 
     def _require(self, conn: Connection, task_id: str) -> None:
-        if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
+        if conn.execute(_Q.task_exists, {"tid": task_id}).first() is None:
             raise TaskNotFoundError(task_id)
 
     def create_task(self, new: NewTask) -> TaskRecord:
@@ -318,7 +402,7 @@ class SqlBackend:
         try:
             with self._write() as conn:
                 row["project_id"] = self._project_id(conn, new.project)
-                conn.execute(insert(t.tasks), [row])
+                conn.execute(_Q.insert_task, row)
                 self._insert_children(conn, task_id, new.params, new.configs, new.runtime, tags)
         except IntegrityError as exc:
             raise ConflictError(f"task {task_id} could not be created: {exc.orig}") from exc
@@ -365,7 +449,7 @@ class SqlBackend:
             return self._load(conn, task_id)
 
     def find_tasks(self, flt: TaskFilter) -> list[TaskRecord]:
-        q = self._task_query()
+        q = _Q.tasks
         c = t.tasks.c
         if flt.ids is not None:
             q = q.where(c.id.in_(list(flt.ids)))
@@ -454,36 +538,27 @@ class SqlBackend:
         force: bool = False,
     ) -> TaskRecord:
         status = TaskStatus(status)
+        if not force and status not in ALLOWED_FROM:
+            raise ValidationError(
+                f"task {task_id}: {status.value!r} is not a status a task can be moved to"
+            )
         now = time.time()
-        values: dict[str, Any] = {
+        params: dict[str, Any] = {
+            "tid": task_id,
             "status": status.value,
-            "status_message": message,
-            "status_reason": reason,
-            "last_update": now,
+            "message": message,
+            "reason": reason,
+            "now": now,
         }
-        if status == TaskStatus.in_progress:
-            values.update(started=now, completed=None)
-        elif status in FINAL:
-            values["completed"] = now
-        elif status == TaskStatus.created:
-            values.update(started=None, completed=None)
-        stmt = update(t.tasks).where(t.tasks.c.id == task_id)
-        if not force:
-            allowed = ALLOWED_FROM.get(status)
-            if allowed is None:
-                raise ValidationError(
-                    f"task {task_id}: {status.value!r} is not a status a task can be moved to"
-                )
-            stmt = stmt.where(t.tasks.c.status.in_([s.value for s in allowed]))
         with self._write() as conn:
-            res = conn.execute(stmt.values(**values))
+            res = conn.execute(_Q.status_update(status, force), params)
             if res.rowcount == 0:
-                old = conn.execute(select(t.tasks.c.status).where(t.tasks.c.id == task_id)).scalar()
+                old = conn.execute(_Q.status_of, {"tid": task_id}).scalar()
                 if old is None:
                     raise TaskNotFoundError(task_id)
                 raise InvalidTransitionError(task_id, old, status.value)
-            if status != TaskStatus.queued:
-                conn.execute(delete(t.queue_entries).where(t.queue_entries.c.task_id == task_id))
+            if status != TaskStatus.queued and (force or TaskStatus.queued in ALLOWED_FROM[status]):
+                conn.execute(_Q.dequeue, {"tid": task_id})
             return self._load(conn, task_id)
 
     def clone_task(
@@ -678,13 +753,20 @@ class SqlBackend:
         )
 
     def put_artifact(
-        self, record: ArtifactRecord, local_path: str, *, move: bool = False
+        self,
+        record: ArtifactRecord,
+        local_path: str,
+        *,
+        move: bool = False,
+        defer_hash: bool = False,
     ) -> ArtifactRecord:
         check_name(record.name, f"artifact name (task {record.task_id})")
         with self._read() as conn:
             self._require(conn, record.task_id)
         try:
-            digest, size = file_digest(local_path)
+            size = os.path.getsize(local_path)
+            deferred = defer_hash and self.storage.local and size >= DEFER_HASH_MIN
+            digest = "" if deferred else file_digest(local_path)[0]
         except FileNotFoundError:
             raise ArtifactNotFoundError(
                 f"artifact {record.name!r} of task {record.task_id}: the file to upload, "
@@ -736,7 +818,23 @@ class SqlBackend:
             raise
         if old and old != url:
             self.storage.delete(old)
+        if deferred:
+            self._hasher.submit(self, stored)
         return stored
+
+    def _record_hash(self, rec: ArtifactRecord) -> None:
+        """Compute and record the sha256 of an artifact committed without it."""
+        digest, _ = file_digest(self.storage.local_copy(rec.url))
+        c = t.artifacts.c
+        with self._write() as conn:
+            conn.execute(
+                update(t.artifacts)
+                .where(c.task_id == rec.task_id, c.name == rec.name, c.url == rec.url, c.hash == "")
+                .values(hash=digest)
+            )
+
+    def wait_for_uploads(self) -> None:
+        self._hasher.wait()
 
     def get_artifacts(self, task_id: str) -> list[ArtifactRecord]:
         c = t.artifacts.c
@@ -763,7 +861,7 @@ class SqlBackend:
                 "recorded; it was changed or truncated after upload. Re-run the task or "
                 "upload it again"
             )
-        if verify or (verify is None and size <= VERIFY_LIMIT):
+        if record.hash and (verify or (verify is None and size <= VERIFY_LIMIT)):
             digest, _ = file_digest(path)
             if digest != record.hash:
                 raise ArtifactCorruptError(
@@ -836,24 +934,27 @@ class SqlBackend:
         ]
 
     # -- metrics, events, log --------------------------------------------------------------
-    def add_scalars(self, points: Sequence[ScalarPoint]) -> None:
-        if not points:
+    def _insert_rows(self, table: str, cols: str, rows: list[tuple[Any, ...]]) -> None:
+        """Many rows of one table through the driver's executemany (metric and log batches:
+        SQLAlchemy's per-row parameter processing would double their cost). Every row's
+        first value is its task id, which must exist."""
+        if not rows:
             return
-        now = time.time()
-        rows = [
-            {
-                "task_id": p.task_id,
-                "title": p.title,
-                "series": p.series,
-                "iteration": int(p.iteration),
-                "value": float(p.value),
-                "timestamp": p.timestamp or now,
-            }
-            for p in points
-        ]
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([self._ph] * len(rows[0]))})"
         with self._write() as conn:
-            self._require_all(conn, {str(r["task_id"]) for r in rows})
-            conn.execute(insert(t.scalars), rows)
+            self._require_all(conn, {str(r[0]) for r in rows})
+            conn.exec_driver_sql(sql, rows)
+
+    def add_scalars(self, points: Sequence[ScalarPoint]) -> None:
+        now = time.time()
+        self._insert_rows(
+            "scalars",
+            "task_id, title, series, iteration, value, timestamp",
+            [
+                (p.task_id, p.title, p.series, int(p.iteration), float(p.value), p.timestamp or now)
+                for p in points
+            ],
+        )
 
     def get_scalars(
         self, task_id: str, title: str | None = None, series: str | None = None
@@ -903,24 +1004,23 @@ class SqlBackend:
         return out
 
     def add_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
         now = time.time()
-        rows = [
-            {
-                "task_id": e.task_id,
-                "kind": e.kind,
-                "title": e.title,
-                "series": e.series,
-                "iteration": int(e.iteration),
-                "payload": e.payload,
-                "timestamp": e.timestamp or now,
-            }
-            for e in events
-        ]
-        with self._write() as conn:
-            self._require_all(conn, {str(r["task_id"]) for r in rows})
-            conn.execute(insert(t.events), rows)
+        self._insert_rows(
+            "events",
+            "task_id, kind, title, series, iteration, payload, timestamp",
+            [
+                (
+                    e.task_id,
+                    e.kind,
+                    e.title,
+                    e.series,
+                    int(e.iteration),
+                    e.payload,
+                    e.timestamp or now,
+                )
+                for e in events
+            ],
+        )
 
     def get_events(self, task_id: str, kind: str | None = None) -> list[Event]:
         c = t.events.c
@@ -936,21 +1036,12 @@ class SqlBackend:
             return events
 
     def add_log(self, lines: Sequence[LogLine]) -> None:
-        if not lines:
-            return
         now = time.time()
-        rows = [
-            {
-                "task_id": ln.task_id,
-                "level": ln.level,
-                "text": ln.text,
-                "timestamp": ln.timestamp or now,
-            }
-            for ln in lines
-        ]
-        with self._write() as conn:
-            self._require_all(conn, {str(r["task_id"]) for r in rows})
-            conn.execute(insert(t.log), rows)
+        self._insert_rows(
+            "log",
+            "task_id, level, text, timestamp",
+            [(ln.task_id, ln.level, ln.text, ln.timestamp or now) for ln in lines],
+        )
 
     def get_log(
         self, task_id: str, after: int = 0, limit: int | None = None, tail: int | None = None
