@@ -285,7 +285,9 @@ class Task:
         order = tf.pop("order_by", "-created")
         if isinstance(order, (list, tuple)):
             order = order[0] if order else "-created"
-        limit = tf.pop("limit", None) or tf.pop("page_size", None)
+        limit = tf.pop("limit", None)
+        page_size = tf.pop("page_size", None)
+        limit = limit or page_size
         status = tf.pop("status", None)
         ttype = tf.pop("type", None)
         flt = TaskFilter(

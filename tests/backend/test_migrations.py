@@ -22,9 +22,7 @@ from stepline.backend.sql import migrate, schema
 from stepline.backend.sql.store import SqlBackend
 from stepline.core.errors import StoreError
 from stepline.core.records import NewTask, TaskFilter
-from tests.conftest import run_env
-
-TIMEOUT = 120  # seconds a child process may take before the test gives up on it
+from tests.conftest import TIMEOUT, run_env, started_together
 
 
 def open_store(home: Path) -> SqlBackend:
@@ -164,33 +162,8 @@ OPEN_AT_ONCE = textwrap.dedent(
 def test_two_processes_open_a_new_home_at_once(tmp_path: Path, round_: int) -> None:
     home = tmp_path / "home"
     assert not home.exists()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_AT_ONCE, f"child-{i}"],
-            env=run_env(home),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        for p in procs:  # both are loaded and waiting ...
-            assert p.stdout is not None
-            assert p.stdout.readline().strip() == "ready", p.communicate(timeout=TIMEOUT)[1]
-        for p in procs:  # ... then both start at once
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
+    with started_together(OPEN_AT_ONCE, [["child-0"], ["child-1"]], home) as results:
+        pass
     ids = {json.loads(out) for out, _ in results}
     store = open_store(home)
     try:

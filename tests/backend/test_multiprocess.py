@@ -10,8 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,52 +18,13 @@ from stepline.backend.sql.store import SqlBackend
 from stepline.core.errors import StoreLockedError
 from stepline.core.records import ArtifactRecord, NewTask, Param, ScalarPoint, TaskFilter
 from stepline.core.status import TaskStatus
-from tests.conftest import run_env
-
-TIMEOUT = 120  # seconds a child process may take before the test gives up on it
+from tests.conftest import TIMEOUT, started_together
 
 
 def open_store(home: Path, timeout: float = 30.0) -> SqlBackend:
     return SqlBackend(
         f"sqlite:///{home / 'stepline.db'}", str(home / "artifacts"), home=home, timeout=timeout
     )
-
-
-@contextmanager
-def started_together(
-    script: str, argvs: Sequence[Sequence[str]], home: Path
-) -> Iterator[list[tuple[str, str]]]:
-    """Run one child per argv; each prints "ready" once loaded and then waits for a line on
-    stdin, which all of them get at once. Yields [(stdout, stderr)] once all have exited 0."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, *argv],
-            env=run_env(home),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for argv in argvs
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            assert line.strip() == "ready", line + p.communicate(timeout=TIMEOUT)[1]
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
-    yield results
 
 
 # -- the acceptance test: 4 processes writing everything at once -------------------------------
