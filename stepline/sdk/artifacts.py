@@ -10,7 +10,8 @@ from typing import Any
 from stepline.backend import Backend
 from stepline.core.config import load_config
 from stepline.core.records import ArtifactRecord
-from stepline.sdk.serializers import deserialize, extract_zip
+from stepline.sdk.serializers import deserialize
+from stepline.sdk.serializers import extract_archive as extract_to
 
 
 class Artifact:
@@ -65,7 +66,7 @@ class Artifact:
             key = hashlib.sha256(f"{self.url}:{self.hash}".encode()).hexdigest()[:24]
             dest = load_config().cache_dir / "extracted" / key
             dest.parent.mkdir(parents=True, exist_ok=True)
-            return extract_zip(path, dest)
+            return extract_to(path, dest)
         return path
 
     def get(

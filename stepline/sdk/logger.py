@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -39,8 +40,6 @@ class _Flusher:
         self._pid: int | None = None
 
     def add(self, logger: Logger) -> None:
-        import os
-
         with self._lock:
             self._loggers.add(logger)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():

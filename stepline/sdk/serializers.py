@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import shutil
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -194,20 +195,32 @@ def serialize(
     return Serialized(path, "pickle", _preview(repr(obj)), "application/x-pickle", True)
 
 
-def extract_zip(path: str, dest: Path) -> str:
-    """Extract the zip at ``path`` into ``dest`` (once; atomically) and return ``dest``."""
+def extract_archive(path: str, dest: Path) -> str:
+    """Extract the zip or tar archive at ``path`` into ``dest`` (once; atomically: into a
+    temporary folder beside it, then renamed) and return ``dest``. Members that would land
+    outside ``dest`` are refused."""
     if dest.is_dir():
         return str(dest)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-    with zipfile.ZipFile(path) as zf:
-        for member in zf.namelist():
-            target = (tmp / member).resolve()
-            if not str(target).startswith(str(tmp.resolve()) + os.sep) and target != tmp.resolve():
-                raise ArtifactCorruptError(f"zip {path} holds a path outside its folder: {member}")
-        zf.extractall(tmp)
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                inside = str(tmp.resolve()) + os.sep
+                for member in zf.namelist():
+                    if not str((tmp / member).resolve()).startswith(inside):
+                        raise ArtifactCorruptError(
+                            f"archive {path} holds a path outside its folder: {member}"
+                        )
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(path) as tf:
+                tf.extractall(tmp, filter="data")
         os.replace(tmp, dest)
-    except OSError:  # another process extracted it first
+    except OSError:
+        if not dest.is_dir():
+            raise
+        # another process extracted it first
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(dest)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -16,7 +14,7 @@ from urllib.parse import urlparse
 
 from stepline.core.config import load_config
 from stepline.core.errors import ConfigError, NotFoundError, StepLineError
-from stepline.sdk.serializers import extract_zip
+from stepline.sdk.serializers import extract_archive
 
 
 class StorageError(StepLineError):
@@ -104,18 +102,7 @@ class StorageManager:
         digest = hashlib.sha256(f"{path}:{os.path.getmtime(path)}".encode()).hexdigest()[:24]
         dest = root / "extracted" / digest
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if path.endswith(".zip"):
-            return extract_zip(path, dest)
-        if dest.is_dir():
-            return str(dest)
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-        with tarfile.open(path) as tf:
-            tf.extractall(tmp, filter="data")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return str(dest)
+        return extract_archive(path, dest)
 
     @classmethod
     def download_file(

@@ -577,15 +577,16 @@ def test_delete_task_removes_records_and_files(
     gone, gone_data = _full_task(store, make_file, "gone")
     kept, kept_data = _full_task(store, make_file, "kept")
     gone_artifacts = store.get_artifacts(gone.id)
-    kept_before = (
-        store.get_task(kept.id),
-        store.get_params(kept.id),
-        store.get_artifacts(kept.id),
-        store.get_scalars(kept.id),
-        store.get_log(kept.id),
-        store.get_events(kept.id),
-        store.get_models(kept.id),
+    reads = (
+        store.get_task,
+        store.get_params,
+        store.get_artifacts,
+        store.get_scalars,
+        store.get_log,
+        store.get_events,
+        store.get_models,
     )
+    kept_before = [read(kept.id) for read in reads]
     assert files_holding(root, gone_data) != []
 
     store.delete_task(gone.id)
@@ -610,15 +611,7 @@ def test_delete_task_removes_records_and_files(
         with pytest.raises(ArtifactNotFoundError):
             store.artifact_local_path(rec)
     # the other task is untouched, bytes included
-    assert kept_before == (
-        store.get_task(kept.id),
-        store.get_params(kept.id),
-        store.get_artifacts(kept.id),
-        store.get_scalars(kept.id),
-        store.get_log(kept.id),
-        store.get_events(kept.id),
-        store.get_models(kept.id),
-    )
+    assert kept_before == [read(kept.id) for read in reads]
     kept_art = {a.name: a for a in store.get_artifacts(kept.id)}["data"]
     assert Path(store.artifact_local_path(kept_art, verify=True)).read_bytes() == kept_data
 
