@@ -4,7 +4,15 @@ from stepline.core.status import TaskStatus, TaskTypes
 
 __version__ = "0.1.0"
 
-__all__ = ["Logger", "StorageManager", "Task", "TaskStatus", "TaskTypes", "__version__"]
+__all__ = [
+    "Logger",
+    "PipelineController",
+    "StorageManager",
+    "Task",
+    "TaskStatus",
+    "TaskTypes",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -14,4 +22,8 @@ def __getattr__(name: str) -> object:
         from stepline import sdk
 
         return getattr(sdk, name)
+    if name == "PipelineController":
+        from stepline.pipeline.controller import PipelineController
+
+        return PipelineController
     raise AttributeError(f"module 'stepline' has no attribute {name!r}")

@@ -86,6 +86,7 @@ class TaskFilter:
     status: list[TaskStatus] | None = None
     type: list[str] | None = None
     parent: str | None = None
+    runtime: dict[str, str] | None = None  #: runtime properties with exactly these values
     archived: bool | None = False  #: False hides archived tasks, None shows all
     order_by: str = "-created"
     limit: int | None = None

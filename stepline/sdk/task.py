@@ -62,6 +62,8 @@ class Task:
 
     _current: Task | None = None
     _current_lock = threading.RLock()
+    #: A step run in a thread of the controller's process is this thread's current task.
+    _thread = threading.local()
 
     def __init__(self, record: TaskRecord, backend: Backend | None = None) -> None:
         self._backend = backend if backend is not None else get_backend()
@@ -334,7 +336,16 @@ class Task:
 
     @classmethod
     def current_task(cls) -> Task | None:
-        return cls._current
+        """The task this code runs in: the step task of this thread when a pipeline runs
+        steps in-process, else the task of this process."""
+        return getattr(cls._thread, "task", None) or cls._current
+
+    @classmethod
+    def _bind_thread(cls, task: Task | None) -> Task | None:
+        """Make ``task`` this thread's current task; returns the one bound before."""
+        previous = getattr(cls._thread, "task", None)
+        cls._thread.task = task
+        return previous
 
     @classmethod
     def running_locally(cls) -> bool:

@@ -92,6 +92,8 @@ task_runtime = _child(
     Column("key", String(256), primary_key=True),
     Column("value", Text, nullable=False),
 )
+#: Finds tasks by a runtime property, e.g. the step cache key.
+Index("ix_task_runtime_key_value", task_runtime.c.key, task_runtime.c.value)
 
 artifacts = _child(
     "artifacts",

@@ -467,6 +467,11 @@ class SqlBackend:
             q = q.where(c.parent_id == flt.parent)
         if flt.archived is not None:
             q = q.where(c.archived == flt.archived)
+        for key, value in (flt.runtime or {}).items():
+            rt = t.task_runtime.c
+            q = q.where(
+                exists().where(and_(rt.task_id == c.id, rt.key == key, rt.value == str(value)))
+            )
         for tag in flt.tags or ():
             has = exists().where(
                 and_(t.task_tags.c.task_id == c.id, t.task_tags.c.tag == tag.lstrip("-"))

@@ -1,0 +1,5 @@
+"""The module paths users of the reference system import from, with the package renamed."""
+
+from stepline.pipeline.controller import PipelineController
+
+__all__ = ["PipelineController"]

@@ -1,0 +1,128 @@
+"""A warm process that forks one child per step.
+
+Starting ``python -m stepline.runner`` costs the interpreter start plus importing stepline and
+SQLAlchemy, about ten times a bare ``python -c pass``. The fork server pays that once per
+pipeline run: it imports the runner, opens the store, then waits for commands. For each step it
+forks a child, which becomes the leader of a new process group and runs the task through
+``runner.run_process``. The server itself stays single-threaded, so forking it is safe.
+
+Protocol, one line each, over two pipes:
+
+* controller -> server: ``run TASK_ID`` (an empty read, EOF, means the controller is gone:
+  the server ends every child's process group and exits);
+* server -> controller: ``started TASK_ID PID`` and ``exit PID CODE`` (CODE is negative for a
+  signal, as in ``subprocess``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+from typing import Any
+
+
+def _child(task_id: str, fds: tuple[int, ...], backend: Any) -> None:
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        for fd in fds:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from stepline.backend import reset_backend
+        from stepline.pipeline.runner import run_process
+
+        reset_backend(backend)
+        sys.argv = ["stepline-step"]
+        code = run_process(task_id)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        # atexit handlers (the task's own end) run here, then the child leaves
+        # without touching the server's state.
+        import atexit
+
+        atexit._run_exitfuncs()
+        os._exit(code)
+
+
+def serve(cmd_fd: int, event_fd: int) -> int:
+    from stepline.backend import get_backend
+    from stepline.pipeline import runner  # noqa: F401 - imported once, inherited by children
+
+    backend = get_backend()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
+    events = os.fdopen(event_fd, "w", buffering=1)
+    children: set[int] = set()
+    buf = b""
+    open_ = True
+    while open_ or children:
+        readable = [wake_r] + ([cmd_fd] if open_ else [])
+        try:
+            ready, _, _ = select.select(readable, [], [], 1.0)
+        except InterruptedError:
+            ready = []
+        if wake_r in ready:
+            with contextlib.suppress(OSError):
+                os.read(wake_r, 4096)
+        _reap(children, events)
+        if cmd_fd in ready:
+            chunk = os.read(cmd_fd, 65536)
+            if not chunk:
+                open_ = False
+                for pid in children:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, signal.SIGTERM)
+                continue
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                parts = line.decode().split()
+                if len(parts) == 2 and parts[0] == "run":
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(parts[1], (cmd_fd, event_fd, wake_r, wake_w), backend)
+                    with contextlib.suppress(OSError):
+                        os.setpgid(pid, pid)
+                    children.add(pid)
+                    _write(events, f"started {parts[1]} {pid}")
+        _reap(children, events)
+    return 0
+
+
+def _reap(children: set[int], events: Any) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        _write(events, f"exit {pid} {os.waitstatus_to_exitcode(status)}")
+
+
+def _write(events: Any, line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        events.write(line + "\n")
