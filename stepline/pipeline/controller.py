@@ -205,9 +205,7 @@ class PipelineController:
                 continue_behaviour.get("continue_on_fail", node.continue_on_fail)
             )
             node.continue_on_abort = bool(continue_behaviour.get("continue_on_abort", False))
-            node.skip_children_on_fail = bool(
-                continue_behaviour.get("skip_children_on_fail", True)
-            )
+            node.skip_children_on_fail = bool(continue_behaviour.get("skip_children_on_fail", True))
             node.skip_children_on_abort = bool(
                 continue_behaviour.get("skip_children_on_abort", True)
             )
@@ -359,9 +357,9 @@ class PipelineController:
                 f"{', '.join(unknown)} (it takes {', '.join(sorted(accepted)) or 'none'})"
             )
         for p in code.parameters:
-            if p.name not in kwargs and p.default is not p.empty:
-                if isinstance(p.default, (bool, int, float, str)) or p.default is None:
-                    kwargs[p.name] = p.default
+            basic = isinstance(p.default, (bool, int, float, str)) or p.default is None
+            if p.name not in kwargs and p.default is not p.empty and basic:
+                kwargs[p.name] = p.default
         missing = [
             p.name
             for p in code.parameters
@@ -509,9 +507,7 @@ class PipelineController:
                 "run_pipeline_steps_locally=True to run each step as a local process"
             )
         workers = max_workers or self._max_workers
-        executor: Executor = (
-            InProcessExecutor(workers) if in_process else ProcessExecutor(workers)
-        )
+        executor: Executor = InProcessExecutor(workers) if in_process else ProcessExecutor(workers)
         return self._run(
             executor,
             wait=wait,
@@ -606,7 +602,7 @@ class PipelineController:
                 status, reason = TaskStatus.failed, outcome.reason
             else:
                 status = TaskStatus.completed
-        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised in start_locally
+        except BaseException as exc:
             self._error = exc
             self._outcome = Outcome(failed=True, reason=f"the controller failed: {exc}")
             status, reason = TaskStatus.failed, self._outcome.reason
@@ -626,9 +622,7 @@ class PipelineController:
                 run.log(f"pipeline {status.value}" + (f": {reason}" if reason else ""))
                 Task(run.task, backend).flush()
                 backend.set_runtime(task_id, {"progress": "100"})
-                backend.set_status(
-                    task_id, status, message=reason[:200], reason=reason, force=True
-                )
+                backend.set_status(task_id, status, message=reason[:200], reason=reason, force=True)
             except StepLineError as exc:
                 self._error = self._error or exc
 
@@ -723,9 +717,7 @@ class PipelineController:
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def is_successful(
-        self, fail_on_step_fail: bool = True, fail_condition: str = "all"
-    ) -> bool:
+    def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
         """True when the run ended and nothing failed. ``fail_condition``: 'all' (a failed or
         aborted step or run), 'failed' (failed only) or 'aborted' (aborted only). Cached steps
         count as succeeded."""
@@ -810,7 +802,9 @@ class PipelineController:
         )  # fmt: skip
 
     @classmethod
-    def upload_model(cls, model_name: str, model_local_path: str, upload_uri: str | None = None):  # type: ignore[no-untyped-def]
+    def upload_model(
+        cls, model_name: str, model_local_path: str, upload_uri: str | None = None
+    ) -> Any:
         """Store a model file on the running pipeline's task (as an artifact and an output
         model record of that name)."""
         from pathlib import Path

@@ -206,7 +206,7 @@ def find_cycle(nodes: Mapping[str, Node]) -> list[str] | None:
                 stack[-1] = (name, i + 1)
                 nxt = parents[i]
                 if color[nxt] == grey:
-                    cycle = path[path.index(nxt) :] + [nxt]
+                    cycle = [*path[path.index(nxt) :], nxt]
                     return list(reversed(cycle))
                 if color[nxt] == white:
                     color[nxt] = grey

@@ -228,7 +228,7 @@ class InProcessExecutor(Executor):
 
         try:
             status, detail = run_in_thread(task_id, self._backend)
-        except BaseException as exc:  # noqa: BLE001 - reported, never lost in the pool
+        except BaseException as exc:
             status, detail = None, f"the step could not be run: {exc}"
         done(task_id, status, detail)
 

@@ -42,7 +42,7 @@ def _child(task_id: str, fds: tuple[int, ...], backend: Any) -> None:
         code = run_process(task_id)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         import traceback
 
         traceback.print_exc()

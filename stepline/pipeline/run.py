@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -186,7 +185,7 @@ class PipelineRun:
         callbacks = node.pre_execute_callback is not None or self.created_cb is not None
         draft: TaskRecord | None = None
         if callbacks:
-            draft = self._create(node, base, {}, {}, {}, {}, draft=True)
+            draft = self._create(node, base, {}, [], {}, {}, draft=True)
             node.job = _Job(Task(draft, self.backend))
             for cb in (node.pre_execute_callback, self.created_cb):
                 if cb is not None and cb(self.pipeline, node, values) is False:
@@ -443,10 +442,8 @@ class PipelineRun:
         if not isinstance(node.executed, str):
             return
         try:
-            current = self.backend.get_task(node.executed).status
-            if current in (TaskStatus.completed, TaskStatus.failed, TaskStatus.stopped):
-                if current == status:
-                    return
+            if self.backend.get_task(node.executed).status == status:
+                return
             self.backend.set_status(
                 node.executed, status, message=reason[:200], reason=reason, force=True
             )
@@ -507,15 +504,15 @@ class PipelineRun:
                 self.backend.add_scalars(points)
         if node.monitor_artifacts:
             recs = {r.name: r for r in self.backend.get_artifacts(step_id)}
-            for src, dst in _name_pairs(node.monitor_artifacts):
-                rec = recs.get(src)
+            for art_src, art_dst in _name_pairs(node.monitor_artifacts):
+                rec = recs.get(art_src)
                 if rec is None:
-                    self.log(f"step {node.name}: monitored artifact {src!r} was not produced")
+                    self.log(f"step {node.name}: monitored artifact {art_src!r} was not produced")
                     continue
                 path = self.backend.artifact_local_path(rec)
                 copy = ArtifactRecord(
                     task_id=pipe_id,
-                    name=dst,
+                    name=art_dst,
                     type=rec.type,
                     url="",
                     hash="",
@@ -527,11 +524,11 @@ class PipelineRun:
                 self.backend.put_artifact(copy, path)
         if node.monitor_models:
             models = self.backend.get_models(step_id)
-            for src, dst in _name_pairs(node.monitor_models):
-                chosen = _pick_model(models, src)
+            for model_src, model_dst in _name_pairs(node.monitor_models):
+                chosen = _pick_model(models, model_src)
                 if chosen is None:
                     continue
-                name = chosen.name if dst == src and "*" in src else dst
+                name = chosen.name if model_dst == model_src and "*" in model_src else model_dst
                 self.backend.add_model(
                     ModelRecord(
                         id=new_id(),

@@ -103,17 +103,15 @@ def store_results(task: Task, script: dict[str, Any], result: Any) -> None:
     names = list(script.get("returns") or [])
     if not names:
         return
-    if len(names) == 1 or not isinstance(result, (tuple, list)):
-        values = [result]
-    else:
-        values = list(result)
+    single = len(names) == 1 or not isinstance(result, (tuple, list))
+    values = [result] if single else list(result)
     if len(values) < len(names):
         raise ValidationError(
             f"the function returned {len(values)} value(s) but the step declares "
             f"{len(names)} return names ({', '.join(names)})"
         )
     params: list[Param] = []
-    for name, value in zip(names, values):
+    for name, value in zip(names, values[: len(names)], strict=True):
         if isinstance(value, BASIC):
             params.append(Task._param(RETURN, name, value))
         else:
@@ -228,7 +226,7 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
                 f"task {task_id} is a script task; only function steps run in-process"
             )
         call_function_step(task)
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the task
+    except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, SystemExit):
             raise
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
@@ -282,7 +280,7 @@ def run_process(task_id: str) -> int:
         failure = ""
         try:
             call_function_step(task)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 failure = "interrupted"
             elif isinstance(exc, SystemExit) and exc.code in (None, 0):
@@ -326,7 +324,7 @@ def _run_script(task_id: str, script: dict[str, Any]) -> int:
         if exc.code not in (None, 0):
             code = exc.code if isinstance(exc.code, int) else 1
             _exit_hooks.failure = f"the script exited with status {exc.code}"
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         _exit_hooks.failure = _failure_text(exc)
         sys.stderr.write(_exit_hooks.failure)
         code = 1

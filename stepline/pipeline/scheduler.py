@@ -173,7 +173,9 @@ class Scheduler:
         return self._state.outcome
 
     def _timeout(self) -> float | None:
-        deadlines = [r.deadline for r in self._state.running.values() if r.deadline and not r.killed]
+        deadlines = [
+            r.deadline for r in self._state.running.values() if r.deadline and not r.killed
+        ]
         if self.deadline is not None and not self._state.stopping:
             deadlines.append(self.deadline)
         if not deadlines:
