@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from stepline.cli import tasks
+from stepline.cli import pipelines, tasks
 from stepline.core.errors import StepLineError
 
 
@@ -31,13 +31,14 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="stepline",
-    help="Track ML and data pipeline steps: list and inspect tasks.",
+    help="Track ML and data pipeline steps: list and inspect tasks and pipeline runs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tasks.app, name="tasks")
+app.add_typer(pipelines.app, name="pipelines")
 
 
 @app.command()

@@ -559,7 +559,7 @@ class PipelineController:
         scheduler = Scheduler(
             self._nodes,
             executor,
-            _Flushing(run),
+            run,
             abort_on_failure=self._abort_on_failure,
             time_limit=self._time_limit,
             on_error=self._callback_error,
@@ -618,7 +618,7 @@ class PipelineController:
             elif mark_aborted:
                 status = TaskStatus.stopped
             try:
-                run.flush()
+                run.close()
                 run.log(f"pipeline {status.value}" + (f": {reason}" if reason else ""))
                 Task(run.task, backend).flush()
                 backend.set_runtime(task_id, {"progress": "100"})
@@ -818,21 +818,6 @@ class PipelineController:
         return task._backend.add_model(
             ModelRecord(id=new_id(), task_id=task.id, name=model_name, url=rec.url)
         )
-
-
-class _Flushing:
-    """The run's hooks, writing node state once per burst of changes."""
-
-    def __init__(self, run: PipelineRun) -> None:
-        self._run = run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._run, name)
-
-    def on_status(self, node: Node, previous: NodeStatus) -> None:
-        self._run.on_status(node, previous)
-        if node.status in FINAL or node.status == NodeStatus.running:
-            self._run.flush()
 
 
 def bump_version(version: str) -> str:

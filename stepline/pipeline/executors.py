@@ -64,6 +64,9 @@ class ProcessExecutor(Executor):
         self._cmd: int | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
+        if self._fork:
+            # start warming up now, while the controller records the run
+            self._ensure_server()
 
     # -- fork server ------------------------------------------------------------------------
     def _ensure_server(self) -> None:

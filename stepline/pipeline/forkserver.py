@@ -66,6 +66,7 @@ def serve(cmd_fd: int, event_fd: int) -> int:
     from stepline.pipeline import runner  # noqa: F401 - imported once, inherited by children
 
     backend = get_backend()
+    _warm(backend)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -108,6 +109,34 @@ def serve(cmd_fd: int, event_fd: int) -> int:
                     _write(events, f"started {parts[1]} {pid}")
         _reap(children, events)
     return 0
+
+
+def _warm(backend: Any) -> None:
+    """Compile the store's statements a step uses, once, before forking: calls on a task id
+    that does not exist run every statement and write nothing."""
+    import getpass  # noqa: F401 - used when a step records its user
+    import traceback  # noqa: F401
+
+    from stepline.core.records import LogLine, Param
+    from stepline.core.status import TaskStatus
+
+    missing = "0" * 32
+    calls = (
+        lambda: backend.get_task(missing),
+        lambda: backend.get_params(missing),
+        lambda: backend.get_configs(missing),
+        lambda: backend.get_runtime(missing),
+        lambda: backend.get_artifacts(missing),
+        lambda: backend.set_status(missing, TaskStatus.in_progress),
+        lambda: backend.set_status(missing, TaskStatus.completed),
+        lambda: backend.set_status(missing, TaskStatus.failed, reason="x"),
+        lambda: backend.set_params(missing, [Param("return", "x", "1", "int")]),
+        lambda: backend.set_runtime(missing, {"x": "1"}),
+        lambda: backend.add_log([LogLine(missing, "x")]),
+    )
+    for call in calls:
+        with contextlib.suppress(Exception):
+            call()
 
 
 def _reap(children: set[int], events: Any) -> None:

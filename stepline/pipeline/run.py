@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ from stepline.core.status import TaskStatus
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
+from stepline.pipeline import runner
 from stepline.pipeline.runner import BASIC, KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.task import Task
 
@@ -46,6 +48,8 @@ RT_RETRIES = "_retries"
 RT_PIPELINE_NAME = "_pipeline_name"
 # runtime properties of the pipeline task
 RT_NODE = "_node/"
+#: Seconds between writes of the steps' state to the pipeline's task (changes are batched).
+FLUSH_INTERVAL = 0.05
 
 
 class PipelineRun:
@@ -80,6 +84,32 @@ class PipelineRun:
         self._dirty: dict[str, Node] = {}
         self._lock = threading.Lock()
         self._log = Task(task, backend).get_logger()
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="stepline-dag", daemon=True)
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        """Writes node state off the scheduler's path, at most every ``FLUSH_INTERVAL``."""
+        while True:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(FLUSH_INTERVAL)
+            self._wake.clear()
+            try:
+                self.flush()
+            except StepLineError as exc:
+                self.log(f"could not record the steps' state: {exc}")
+            if self._closing:
+                return
+
+    def close(self) -> None:
+        """Stop the background writer and write what is left."""
+        self._closing = True
+        self._wake.set()
+        self._writer.join(timeout=10)
+        self.flush()
+        runner.forget([n.executed for n in self.nodes.values() if isinstance(n.executed, str)])
 
     def prepare_inputs(self) -> None:
         """Store the function steps' arguments that are not parameter values (a DataFrame, a
@@ -143,6 +173,9 @@ class PipelineRun:
                 )
             return getattr(model, ref.field)
         if ref.kind == "return":
+            known, value = runner.returned(task_id, ref.name)
+            if known:
+                return value
             for p in self.backend.get_params(task_id):
                 if p.section == RETURN and p.name == ref.name:
                     return pv.decode(p.value, p.type)
@@ -229,6 +262,8 @@ class PipelineRun:
             record = self._fill(draft.id, node, script, params, configs, runtime)
         else:
             record = self._create(node, base, script, params, configs, runtime)
+        if self.start_in_progress and node.is_function:
+            runner.hand_over(record, params)
         node.job = _Job(Task(record, self.backend))
         self.log(f"step {node.name}: launching task {record.id}")
         return Launch(task_id=record.id)
@@ -458,6 +493,7 @@ class PipelineRun:
     def on_status(self, node: Node, previous: NodeStatus) -> None:
         with self._lock:
             self._dirty[node.name] = node
+        self._wake.set()
         if node.status in FINAL:
             took = f" in {node.duration:.2f} s" if node.duration is not None else ""
             note = f" ({node.status_message})" if node.status_message else ""

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from stepline.backend import Backend, get_backend
 from stepline.core import params as pv
 from stepline.core.errors import StepLineError, ValidationError
-from stepline.core.records import Param
+from stepline.core.records import Param, TaskRecord
 from stepline.core.status import TaskStatus
 from stepline.sdk.artifacts import Artifact
 from stepline.sdk.task import ENV_TASK_ID, Task
@@ -42,6 +42,30 @@ BASIC = (bool, int, float, str, type(None))
 
 _compiled: dict[str, Any] = {}
 _compiled_lock = threading.Lock()
+
+#: In-process hand-over: the launcher leaves the task it just created (and its parameters)
+#: here, so the step running in this process does not read them back from the store; the step
+#: leaves its basic return values here for the steps that take them.
+_handed: dict[str, tuple[TaskRecord, list[Param]]] = {}
+_returns: dict[str, dict[str, Any]] = {}
+
+
+def hand_over(record: TaskRecord, params: list[Param]) -> None:
+    _handed[record.id] = (record, params)
+
+
+def returned(task_id: str, name: str) -> tuple[bool, Any]:
+    """(True, value) if a step run in this process returned ``name`` as a basic value."""
+    values = _returns.get(task_id)
+    if values is None or name not in values:
+        return False, None
+    return True, values[name]
+
+
+def forget(task_ids: list[str]) -> None:
+    for tid in task_ids:
+        _returns.pop(tid, None)
+        _handed.pop(tid, None)
 
 
 class StepFailed(StepLineError):
@@ -98,11 +122,12 @@ def load_artifact_ref(backend: Backend, ref: str) -> Any:
     )
 
 
-def store_results(task: Task, script: dict[str, Any], result: Any) -> None:
-    """Store the function's return value(s) by the step's return names."""
+def store_results(task: Task, script: dict[str, Any], result: Any) -> dict[str, Any]:
+    """Store the function's return value(s) by the step's return names; returns the basic
+    ones."""
     names = list(script.get("returns") or [])
     if not names:
-        return
+        return {}
     single = len(names) == 1 or not isinstance(result, (tuple, list))
     values = [result] if single else list(result)
     if len(values) < len(names):
@@ -111,22 +136,28 @@ def store_results(task: Task, script: dict[str, Any], result: Any) -> None:
             f"{len(names)} return names ({', '.join(names)})"
         )
     params: list[Param] = []
+    basic: dict[str, Any] = {}
     for name, value in zip(names, values[: len(names)], strict=True):
         if isinstance(value, BASIC):
             params.append(Task._param(RETURN, name, value))
+            basic[name] = value
         else:
             task.upload_artifact(name, value)
     if params:
         task._backend.set_params(task.id, params)
+    return basic
 
 
-def call_function_step(task: Task) -> None:
-    """Run a function step's stored code with its stored arguments; store its results."""
+def call_function_step(task: Task, params: list[Param] | None = None) -> dict[str, Any]:
+    """Run a function step's stored code with its stored arguments; store its results and
+    return the basic ones."""
     script = task.script
     fn = load_function(script)
-    kwargs = load_kwargs(task._backend, task._backend.get_params(task.id))
+    if params is None:
+        params = task._backend.get_params(task.id)
+    kwargs = load_kwargs(task._backend, params)
     result = fn(**kwargs)
-    store_results(task, script, result)
+    return store_results(task, script, result)
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -213,7 +244,8 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
     """Run a stored function step in this thread; returns its final status and, when it
     failed, the reason."""
     backend = backend or get_backend()
-    record = backend.get_task(task_id)
+    handed = _handed.pop(task_id, None)
+    record, params = handed if handed is not None else (backend.get_task(task_id), None)
     task = Task(record, backend)
     task._from_store = True
     if record.status != TaskStatus.in_progress:
@@ -225,9 +257,9 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
             raise ValidationError(
                 f"task {task_id} is a script task; only function steps run in-process"
             )
-        call_function_step(task)
+        _returns[task_id] = call_function_step(task, params)
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, SystemExit):
+        if isinstance(exc, KeyboardInterrupt):
             raise
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
             failure = ""

@@ -118,6 +118,9 @@ def _make_engine(url: str, timeout: float) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
 def _upsert(
     conn: Connection,
     table: Any,
@@ -127,18 +130,26 @@ def _upsert(
     update: bool = True,
 ) -> None:
     """Insert ``rows``; a row whose ``keys`` exist already updates it (or, without ``update``,
-    is skipped: the existing row, its id included, is kept)."""
+    is skipped: the existing row, its id included, is kept). Statements are built once per
+    shape and kept, so SQLAlchemy compiles each only once."""
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    update_cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    if update_cols and update:
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    name = conn.dialect.name
+    cols = tuple(rows[0])
+    memo = (name, table.name, cols, tuple(keys), update)
+    stmt = _UPSERTS.get(memo)
+    if stmt is None:
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table)
+        update_cols = {c: stmt.excluded[c] for c in cols if c not in keys}
+        if update_cols and update:
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        _UPSERTS[memo] = stmt
     conn.execute(stmt, rows)
 
 

@@ -1,0 +1,445 @@
+"""``stepline pipelines list`` and ``stepline pipelines show``.
+
+A pipeline run is a task of type ``controller``. Its configuration object ``Pipeline`` holds
+the DAG (each step's parents), and its runtime properties hold the run's version, progress and,
+for each step, ``_node/STEP``: a JSON object with the step's status, task, start and end times,
+cache reuse, retries and message. Like ``stepline tasks``, only ``Backend`` protocol calls are
+used; Rich and the store are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from stepline.cli.render import (
+    fmt_duration,
+    fmt_number,
+    fmt_time,
+    print_trimmed,
+    status_style,
+    status_text,
+    stdout_console,
+    task_duration,
+)
+from stepline.cli.tasks import MIN_PREFIX, _backend, _Col, _fit, _print_json, resolve_task
+from stepline.core.errors import ValidationError
+from stepline.core.records import TaskFilter, TaskRecord
+from stepline.core.status import TaskTypes
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+    from stepline.backend import Backend
+
+app = typer.Typer(
+    help="List and inspect pipeline runs.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Names the pipeline controller stores a run under (stepline.pipeline.controller and .run);
+# repeated here so that the command line does not import the pipeline package to read them.
+CONFIG_DAG = "Pipeline"
+RT_NODE = "_node/"
+RT_VERSION = "version"
+RT_RUN = "_run_number"
+ARGS_SECTION = "Args"
+#: Width of the field names in the header of ``pipelines show``.
+KEY_WIDTH = 9
+#: Node statuses in which a step no longer changes.
+FINAL_STEP = frozenset({"completed", "cached", "aborted", "failed", "skipped"})
+STEP_STYLES = {
+    "pending": "dim",
+    "queued": "cyan",
+    "running": "bold blue",
+    "completed": "green",
+    "cached": "green",
+    "aborted": "yellow",
+    "failed": "bold red",
+    "skipped": "dim",
+}
+
+
+def _progress_text(runtime: dict[str, str]) -> str:
+    value = runtime.get("progress")
+    if value is None or value == "":
+        return "-"
+    try:
+        return f"{int(float(value))}%"
+    except ValueError:
+        return value
+
+
+# -- pipelines list ----------------------------------------------------------------------------
+def _runs_table(
+    records: list[TaskRecord], runtimes: dict[str, dict[str, str]], width: int
+) -> Table:
+    """The ``pipelines list`` table; the full id always shows, the name is shortened and
+    started, progress and duration dropped (in that order) on a narrow terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    def col(header: str, texts: list[str], styles: list[str] | None = None, **kw: Any) -> _Col:
+        cells: list[RenderableType] = [
+            Text(t, style=(styles[i] if styles else "")) for i, t in enumerate(texts)
+        ]
+        return _Col(header, cells, texts, **kw)
+
+    cols = [
+        col("id", [r.id for r in records], style="cyan"),
+        col("name", [r.name for r in records], flex_min=14),
+        col("version", [runtimes[r.id].get(RT_VERSION) or "-" for r in records]),
+        col("status", [status_text(r) for r in records], [status_style(r.status) for r in records]),
+        col("progress", [_progress_text(runtimes[r.id]) for r in records], drop=2, justify="right"),
+        col("started", [fmt_time(r.started, seconds=False) for r in records], drop=3),
+        col("duration", [fmt_duration(task_duration(r)) for r in records], drop=1, justify="right"),
+    ]
+    widths = _fit(cols, width)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for c in cols:
+        table.add_column(
+            c.header,
+            style=c.style,
+            justify=c.justify,
+            no_wrap=True,
+            overflow="ellipsis",
+            width=widths.get(c.header),
+        )
+    for i, r in enumerate(records):
+        table.add_row(*(c.cells[i] for c in cols), style="dim" if r.archived else None)
+    return table
+
+
+@app.command("list")
+def list_runs(
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only runs of this project.")
+    ] = None,
+    include_archived: Annotated[
+        bool, typer.Option("--all", "--archived", "-a", help="Include archived runs.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", min=0, help="Show at most this many runs (0: all).")
+    ] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of runs instead of a table.")
+    ] = False,
+) -> None:
+    """List pipeline runs (tasks of type controller), newest first."""
+    backend = _backend()
+    records = backend.find_tasks(
+        TaskFilter(
+            project=project,
+            type=[str(TaskTypes.controller)],
+            archived=None if include_archived else False,
+            order_by="-created",
+            limit=limit + 1 if limit else None,  # one more tells whether there are more
+        )
+    )
+    more = bool(limit) and len(records) > limit
+    if limit:
+        records = records[:limit]
+    runtimes = {r.id: backend.get_runtime(r.id) for r in records}
+
+    if as_json:
+        rows = []
+        for r in records:
+            rt = runtimes[r.id]
+            rows.append(
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "project": r.project,
+                    "version": rt.get(RT_VERSION),
+                    "run_number": _int(rt.get(RT_RUN)),
+                    "status": r.status.value,
+                    "progress": _int(rt.get("progress")),
+                    "started": r.started,
+                    "completed": r.completed,
+                    "duration": task_duration(r),
+                    "archived": r.archived,
+                }
+            )
+        _print_json(rows)
+        return
+
+    from rich.text import Text
+
+    console = stdout_console()
+    if not records:
+        hint = "" if include_archived else " (archived runs are hidden; add --all to see them)"
+        console.print(Text(f"no pipeline runs found{hint}", style="dim"))
+        return
+    print_trimmed(console, _runs_table(records, runtimes, console.width))
+    if more:
+        console.print(
+            Text(f"showing the newest {limit}; --limit N shows more (0: all)", style="dim")
+        )
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+# -- pipelines show ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class StepView:
+    """One step of a run, as the run's task records it."""
+
+    name: str
+    parents: list[str]
+    status: str
+    task: str | None
+    started: float | None
+    ended: float | None
+    cached_from: str | None
+    retries: int
+    message: str
+
+    @property
+    def cached(self) -> bool:
+        return self.status == "cached" or bool(self.cached_from)
+
+    def duration(self, now: float | None = None) -> float | None:
+        if self.started is None:
+            return None
+        if self.ended is not None:
+            return max(0.0, self.ended - self.started)
+        if self.status in FINAL_STEP:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.started)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["duration"] = self.duration()
+        return data
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def dag_order(parents: dict[str, list[str]]) -> list[str]:
+    """Step names so that each comes after its parents; among the steps that are ready at the
+    same time, the order they were added in (the order of ``parents``) is kept. Steps caught
+    in a cycle (a damaged record) come last, in their own order."""
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = list(parents)
+    while remaining:
+        ready = [n for n in remaining if all(p in placed or p not in parents for p in parents[n])]
+        if not ready:
+            order.extend(remaining)
+            break
+        first = ready[0]
+        order.append(first)
+        placed.add(first)
+        remaining.remove(first)
+    return order
+
+
+@dataclasses.dataclass
+class RunView:
+    """Everything ``pipelines show`` prints about one run."""
+
+    task: TaskRecord
+    runtime: dict[str, str]
+    args: dict[str, str]
+    steps: list[StepView]
+    metrics: dict[str, dict[str, dict[str, float]]]
+
+    @classmethod
+    def load(cls, backend: Backend, ref: str) -> RunView:
+        rec = resolve_task(backend, ref)
+        dag_text = next(
+            (c.value for c in backend.get_configs(rec.id) if c.name == CONFIG_DAG), None
+        )
+        if dag_text is None:
+            raise ValidationError(
+                f"task {rec.id} ({rec.name!r}, type {rec.type}) is not a pipeline run: it holds "
+                f"no {CONFIG_DAG!r} configuration; list the runs with `stepline pipelines list`"
+            )
+        try:
+            dag = json.loads(dag_text)
+            nodes = dag.get("nodes") or {}
+            parents = {
+                str(n): [str(p) for p in (e or {}).get("parents") or []] for n, e in nodes.items()
+            }
+        except (ValueError, AttributeError, TypeError):
+            raise ValidationError(
+                f"task {rec.id}: its {CONFIG_DAG!r} configuration is not a pipeline graph"
+            ) from None
+        runtime = backend.get_runtime(rec.id)
+        states: dict[str, dict[str, Any]] = {}
+        for key, value in runtime.items():
+            if key.startswith(RT_NODE):
+                try:
+                    state = json.loads(value)
+                except ValueError:
+                    state = {}
+                states[key[len(RT_NODE) :]] = state if isinstance(state, dict) else {}
+        for name in states:  # a step recorded but missing from the graph still shows
+            parents.setdefault(name, [])
+        steps = []
+        for name in dag_order(parents):
+            st = states.get(name, {})
+            steps.append(
+                StepView(
+                    name=name,
+                    parents=parents[name],
+                    status=str(st.get("status") or "pending"),
+                    task=st.get("task") or None,
+                    started=_number(st.get("started")),
+                    ended=_number(st.get("ended")),
+                    cached_from=st.get("cached_from") or None,
+                    retries=int(st.get("retries") or 0),
+                    message=str(st.get("message") or ""),
+                )
+            )
+        args = {p.name: p.value for p in backend.get_params(rec.id) if p.section == ARGS_SECTION}
+        return cls(
+            task=rec,
+            runtime=runtime,
+            args=args,
+            steps=steps,
+            metrics=backend.get_last_scalars(rec.id),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        rec = self.task
+        return {
+            "id": rec.id,
+            "name": rec.name,
+            "project": rec.project,
+            "version": self.runtime.get(RT_VERSION),
+            "run_number": _int(self.runtime.get(RT_RUN)),
+            "status": rec.status.value,
+            "status_message": rec.status_message,
+            "status_reason": rec.status_reason,
+            "progress": _int(self.runtime.get("progress")),
+            "created": rec.created,
+            "started": rec.started,
+            "completed": rec.completed,
+            "duration": task_duration(rec),
+            "args": self.args,
+            "steps": [s.to_json() for s in self.steps],
+            "metrics": self.metrics,
+        }
+
+
+@app.command("show")
+def show_run(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID",
+            help=f"A pipeline run's task id, or a unique prefix of one ({MIN_PREFIX}+ characters).",
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of text.")
+    ] = False,
+) -> None:
+    """Show a pipeline run: its version, status and arguments, then each step in DAG order."""
+    view = RunView.load(_backend(), run_ref)
+    if as_json:
+        _print_json(view.to_json())
+    else:
+        _render_run(stdout_console(), view)
+
+
+def _render_run(console: Console, view: RunView) -> None:
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    rec, runtime = view.task, view.runtime
+
+    def field(key: str, value: str | Text) -> None:
+        line = Text(f"{key:<{KEY_WIDTH}} ", style="bold")
+        line.append_text(value if isinstance(value, Text) else Text(value))
+        console.print(line)
+
+    def heading(text: str) -> None:
+        console.print()
+        console.print(Text(text, style="bold underline"))
+
+    console.print(Text.assemble(("Pipeline run ", "bold"), (rec.id, "bold cyan")))
+    field("name", rec.name)
+    field("project", rec.project)
+    field("version", runtime.get(RT_VERSION) or "-")
+    status = Text(status_text(rec), style=status_style(rec.status))
+    if rec.status_message:
+        status.append(f"  {rec.status_message}")
+    field("status", status)
+    field("progress", _progress_text(runtime))
+    started = fmt_time(rec.started)
+    duration = task_duration(rec)
+    if duration is not None:
+        ran = "running for" if rec.completed is None else "ran"
+        started += f"  ({ran} {fmt_duration(duration)})"
+    field("started", started)
+    args = ", ".join(f"{k}={v}" for k, v in sorted(view.args.items()))
+    field("args", args or "-")
+
+    heading(f"Steps ({len(view.steps)})")
+    if not view.steps:
+        console.print(Text("  none", style="dim"))
+    else:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        table.add_column("step", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("duration", justify="right", no_wrap=True)
+        table.add_column("task", no_wrap=True)
+        table.add_column("message", overflow="fold")
+        for s in view.steps:
+            status_cell = Text(s.status, style=STEP_STYLES.get(s.status, ""))
+            if s.retries:
+                status_cell.append(f" ({s.retries} retr{'y' if s.retries == 1 else 'ies'})")
+            task_id = s.cached_from if s.cached and s.cached_from else s.task
+            task_cell = Text(task_id or "-", style="cyan" if task_id else "dim")
+            if s.cached:
+                task_cell.append(" (reused)", style="dim")
+            message = s.message
+            if s.cached and not message:
+                message = "outputs of an earlier run reused"
+            table.add_row(
+                Text(s.name),
+                status_cell,
+                Text(fmt_duration(s.duration())),
+                task_cell,
+                Text(message),
+            )
+        print_trimmed(console, Padding.indent(table, 2))
+
+    if view.metrics:
+        heading("Metrics (last values)")
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        table.add_column("title", overflow="fold")
+        table.add_column("series", overflow="fold")
+        table.add_column("last", justify="right", no_wrap=True)
+        for title in sorted(view.metrics):
+            for series in sorted(view.metrics[title]):
+                table.add_row(
+                    Text(title), Text(series), fmt_number(view.metrics[title][series].get("last"))
+                )
+        print_trimmed(console, Padding.indent(table, 2))
+
+    if rec.status_reason and rec.status_reason.strip() != rec.status_message.strip():
+        heading("Reason")
+        console.print(Text(rec.status_reason.rstrip()))
+    console.print()
+    console.print(
+        Text("a step's parameters, artifacts and log: stepline tasks show TASK", style="dim")
+    )
