@@ -32,10 +32,10 @@ from stepline.core.records import (
     TaskRecord,
 )
 from stepline.core.status import TaskStatus
+from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
-from stepline.pipeline import runner
 from stepline.pipeline.runner import BASIC, KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.task import Task
 

@@ -140,10 +140,10 @@ def _upsert(
     stmt = _UPSERTS.get(memo)
     if stmt is None:
         if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            from sqlalchemy.dialects import postgresql as dialect
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(table)
+            from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
+        stmt = dialect.insert(table)
         update_cols = {c: stmt.excluded[c] for c in cols if c not in keys}
         if update_cols and update:
             stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols)
