@@ -618,9 +618,8 @@ class PipelineController:
             elif mark_aborted:
                 status = TaskStatus.stopped
             try:
-                run.close()
                 run.log(f"pipeline {status.value}" + (f": {reason}" if reason else ""))
-                Task(run.task, backend).flush()
+                run.close()
                 backend.set_runtime(task_id, {"progress": "100"})
                 backend.set_status(task_id, status, message=reason[:200], reason=reason, force=True)
             except StepLineError as exc:

@@ -12,6 +12,7 @@ scheduler then reads it from the store), and ``detail`` says why when the run fa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -49,43 +50,58 @@ class Executor:
         """Release workers; running tasks are killed."""
 
 
-class ProcessExecutor(Executor):
-    def __init__(self, max_workers: int | None = None, use_fork_server: bool | None = None):
-        super().__init__(max_workers)
-        if use_fork_server is None:
-            use_fork_server = hasattr(os, "fork") and sys.platform != "win32"
-        self._fork = use_fork_server
+class ForkServer:
+    """A running fork server (see ``forkserver``) and the steps it runs for this process.
+
+    One server is shared by every pipeline run of this process that has the same environment
+    and working directory, so only the first run pays for its start-up; it ends when this
+    process does (it reads EOF)."""
+
+    _shared: ForkServer | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.key = _env_key()
         self._lock = threading.Lock()
         self._done: dict[str, Done] = {}
         self._pids: dict[str, int] = {}
         self._by_pid: dict[int, str] = {}
         self._kill_pending: set[str] = set()
-        self._server: subprocess.Popen[bytes] | None = None
-        self._cmd: int | None = None
-        self._reader: threading.Thread | None = None
-        self._closed = False
-        if self._fork:
-            # start warming up now, while the controller records the run
-            self._ensure_server()
-
-    # -- fork server ------------------------------------------------------------------------
-    def _ensure_server(self) -> None:
-        if self._server is not None:
-            return
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
-        self._server = subprocess.Popen(
+        self._proc = subprocess.Popen(
             [sys.executable, "-m", "stepline.runner", "--serve", str(cmd_r), str(evt_w)],
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
         )
         os.close(cmd_r)
         os.close(evt_w)
-        self._cmd = cmd_w
+        self._cmd: int | None = cmd_w
         self._reader = threading.Thread(
             target=self._read_events, args=(evt_r,), name="stepline-forkserver", daemon=True
         )
         self._reader.start()
+
+    @classmethod
+    def shared(cls) -> ForkServer:
+        """The server for this process's current environment, started if needed."""
+        with cls._shared_lock:
+            current = cls._shared
+            if current is not None and current.key == _env_key() and current.alive:
+                return current
+            if current is not None and current.idle:
+                current.close()
+            cls._shared = cls()
+            return cls._shared
+
+    @property
+    def alive(self) -> bool:
+        return self._cmd is not None and self._proc.poll() is None
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._done
 
     def _read_events(self, fd: int) -> None:
         with os.fdopen(fd, "r") as events:
@@ -102,44 +118,27 @@ class ProcessExecutor(Executor):
                 elif len(parts) == 3 and parts[0] == "exit":
                     pid, code = int(parts[1]), int(parts[2])
                     with self._lock:
-                        task_id_or_none = self._by_pid.pop(pid, None)
-                        if task_id_or_none is None:
+                        found = self._by_pid.pop(pid, None)
+                        if found is None:
                             continue
-                        self._pids.pop(task_id_or_none, None)
-                        done = self._done.pop(task_id_or_none, None)
+                        self._pids.pop(found, None)
+                        self._kill_pending.discard(found)
+                        done = self._done.pop(found, None)
                     if done is not None:
-                        done(task_id_or_none, None, _exit_detail(code))
+                        done(found, None, _exit_detail(code))
         # the server is gone: whatever it still ran is lost
         with self._lock:
             lost, self._done = self._done, {}
+            self._cmd = None
         for task_id, done in lost.items():
             done(task_id, None, "the step's fork server ended unexpectedly")
 
-    # -- executor ---------------------------------------------------------------------------
-    def submit(self, task_id: str, done: Done, *, is_function: bool = True) -> None:
+    def submit(self, task_id: str, done: Done) -> None:
         with self._lock:
+            if self._cmd is None:
+                raise OSError("the fork server has ended")
             self._done[task_id] = done
-        if self._fork:
-            self._ensure_server()
-            assert self._cmd is not None
             os.write(self._cmd, f"run {task_id}\n".encode())
-            return
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stepline.runner", task_id], start_new_session=True
-        )
-        with self._lock:
-            self._pids[task_id] = proc.pid
-        threading.Thread(
-            target=self._wait_popen, args=(task_id, proc), name="stepline-step", daemon=True
-        ).start()
-
-    def _wait_popen(self, task_id: str, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.wait()
-        with self._lock:
-            self._pids.pop(task_id, None)
-            done = self._done.pop(task_id, None)
-        if done is not None:
-            done(task_id, None, _exit_detail(code))
 
     def kill(self, task_id: str) -> None:
         with self._lock:
@@ -148,36 +147,98 @@ class ProcessExecutor(Executor):
                 if task_id in self._done:
                     self._kill_pending.add(task_id)
                 return
-        _signal_group(pid, signal.SIGTERM)
+        _kill_tree(pid, lambda: self._pids.get(task_id) == pid)
 
-        def hard_kill() -> None:
+    def close(self) -> None:
+        with self._lock:
+            cmd, self._cmd = self._cmd, None
+        if cmd is not None:
+            with contextlib.suppress(OSError):
+                os.close(cmd)
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+
+
+def _env_key() -> tuple[object, ...]:
+    return (sys.executable, os.getcwd(), tuple(sorted(os.environ.items())))
+
+
+@atexit.register
+def _close_shared() -> None:
+    server = ForkServer._shared
+    if server is not None:
+        ForkServer._shared = None
+        server.close()
+
+
+def _kill_tree(pid: int, still_running: Callable[[], bool]) -> None:
+    """SIGTERM the process group of ``pid``, SIGKILL it ``KILL_GRACE`` seconds later if
+    ``still_running()``."""
+    _signal_group(pid, signal.SIGTERM)
+
+    def hard_kill() -> None:
+        if still_running():
+            _signal_group(pid, signal.SIGKILL)
+
+    timer = threading.Timer(KILL_GRACE, hard_kill)
+    timer.daemon = True
+    timer.start()
+
+
+class ProcessExecutor(Executor):
+    def __init__(self, max_workers: int | None = None, use_fork_server: bool | None = None):
+        super().__init__(max_workers)
+        if use_fork_server is None:
+            use_fork_server = hasattr(os, "fork") and sys.platform != "win32"
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._popen: dict[str, subprocess.Popen[bytes]] = {}
+        # start warming up now, while the controller records the run
+        self._server = ForkServer.shared() if use_fork_server else None
+
+    def submit(self, task_id: str, done: Done, *, is_function: bool = True) -> None:
+        def finished(tid: str, status: TaskStatus | None, detail: str) -> None:
             with self._lock:
-                still = self._pids.get(task_id) == pid
-            if still:
-                _signal_group(pid, signal.SIGKILL)
+                self._running.discard(tid)
+                self._popen.pop(tid, None)
+            done(tid, status, detail)
 
-        timer = threading.Timer(KILL_GRACE, hard_kill)
-        timer.daemon = True
-        timer.start()
+        with self._lock:
+            self._running.add(task_id)
+        if self._server is not None:
+            if not self._server.alive:
+                self._server = ForkServer.shared()
+            self._server.submit(task_id, finished)
+            return
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stepline.runner", task_id], start_new_session=True
+        )
+        with self._lock:
+            self._popen[task_id] = proc
+        threading.Thread(
+            target=lambda: finished(task_id, None, _exit_detail(proc.wait())),
+            name="stepline-step",
+            daemon=True,
+        ).start()
+
+    def kill(self, task_id: str) -> None:
+        if self._server is not None:
+            self._server.kill(task_id)
+            return
+        with self._lock:
+            proc = self._popen.get(task_id)
+        if proc is not None:
+            _kill_tree(proc.pid, lambda: proc.poll() is None)
 
     def shutdown(self) -> None:
         with self._lock:
-            pids = list(self._pids.values())
-            self._closed = True
-        for pid in pids:
-            _signal_group(pid, signal.SIGKILL)
-        if self._cmd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._cmd)
-            self._cmd = None
-        if self._server is not None:
-            try:
-                self._server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
+            running = list(self._running)
+        for task_id in running:
+            self.kill(task_id)
 
 
 def _signal_group(pid: int, sig: int) -> None:

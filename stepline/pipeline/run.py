@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,6 +84,7 @@ class PipelineRun:
         self._lock = threading.Lock()
         self._log = Task(task, backend).get_logger()
         self._wake = threading.Event()
+        self._closed = threading.Event()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name="stepline-dag", daemon=True)
         self._writer.start()
@@ -94,7 +94,7 @@ class PipelineRun:
         while True:
             self._wake.wait()
             if not self._closing:
-                time.sleep(FLUSH_INTERVAL)
+                self._closed.wait(FLUSH_INTERVAL)
             self._wake.clear()
             try:
                 self.flush()
@@ -106,9 +106,11 @@ class PipelineRun:
     def close(self) -> None:
         """Stop the background writer and write what is left."""
         self._closing = True
+        self._closed.set()
         self._wake.set()
         self._writer.join(timeout=10)
         self.flush()
+        self._log.flush()
         runner.forget([n.executed for n in self.nodes.values() if isinstance(n.executed, str)])
 
     def prepare_inputs(self) -> None:
