@@ -52,6 +52,8 @@ RT_RUN = "_run_number"
 ARGS_SECTION = "Args"
 #: Width of the field names in the header of ``pipelines show``.
 KEY_WIDTH = 9
+#: Narrowest message column of ``pipelines show``; below it messages follow the table.
+MIN_MESSAGE_WIDTH = 24
 #: Node statuses in which a step no longer changes.
 FINAL_STEP = frozenset({"completed", "cached", "aborted", "failed", "skipped"})
 STEP_STYLES = {
@@ -394,34 +396,10 @@ def _render_run(console: Console, view: RunView) -> None:
     field("args", args or "-")
 
     heading(f"Steps ({len(view.steps)})")
-    if not view.steps:
-        console.print(Text("  none", style="dim"))
+    if view.steps:
+        _steps_table(console, view.steps)
     else:
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        table.add_column("step", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("duration", justify="right", no_wrap=True)
-        table.add_column("task", no_wrap=True)
-        table.add_column("message", overflow="fold")
-        for s in view.steps:
-            status_cell = Text(s.status, style=STEP_STYLES.get(s.status, ""))
-            if s.retries:
-                status_cell.append(f" ({s.retries} retr{'y' if s.retries == 1 else 'ies'})")
-            task_id = s.cached_from if s.cached and s.cached_from else s.task
-            task_cell = Text(task_id or "-", style="cyan" if task_id else "dim")
-            if s.cached:
-                task_cell.append(" (reused)", style="dim")
-            message = s.message
-            if s.cached and not message:
-                message = "outputs of an earlier run reused"
-            table.add_row(
-                Text(s.name),
-                status_cell,
-                Text(fmt_duration(s.duration())),
-                task_cell,
-                Text(message),
-            )
-        print_trimmed(console, Padding.indent(table, 2))
+        console.print(Text("  none", style="dim"))
 
     if view.metrics:
         heading("Metrics (last values)")
@@ -443,3 +421,47 @@ def _render_run(console: Console, view: RunView) -> None:
     console.print(
         Text("a step's parameters, artifacts and log: stepline tasks show TASK", style="dim")
     )
+
+
+def _steps_table(console: Console, steps: list[StepView]) -> None:
+    """One row per step. When the terminal leaves the messages too little room, they follow
+    the table, one line per step that has one, instead of being squeezed into a column."""
+    from rich.cells import cell_len
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    rows: list[tuple[Text, Text, Text, Text, str]] = []
+    for s in steps:
+        status_cell = Text(s.status, style=STEP_STYLES.get(s.status, ""))
+        if s.retries:
+            status_cell.append(f" ({s.retries} retr{'y' if s.retries == 1 else 'ies'})")
+        task_id = s.cached_from if s.cached and s.cached_from else s.task
+        task_cell = Text(task_id or "-", style="cyan" if task_id else "dim")
+        message = s.message
+        if s.cached and not message:
+            message = "reuses the outputs of an earlier run"
+        rows.append(
+            (Text(s.name), status_cell, Text(fmt_duration(s.duration())), task_cell, message)
+        )
+
+    headers = ("step", "status", "duration", "task")
+    widths = [len(h) for h in headers]
+    for *cells, _ in rows:
+        widths = [max(w, cell_len(c.plain)) for w, c in zip(widths, cells, strict=True)]
+    room = console.width - 2 - sum(widths) - 2 * len(widths)
+    longest = max((cell_len(message) for *_, message in rows), default=0)
+    inline = longest <= room or room >= MIN_MESSAGE_WIDTH
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for h in headers:
+        table.add_column(h, no_wrap=True, justify="right" if h == "duration" else "left")
+    if inline:
+        table.add_column("message", overflow="fold")
+    for *cells, message in rows:
+        table.add_row(*cells, *([Text(message)] if inline else []))
+    print_trimmed(console, Padding.indent(table, 2))
+    if not inline:
+        for name, _, _, _, message in rows:
+            if message:
+                console.print(Text.assemble("  ", (name.plain, "bold"), f": {message}"))

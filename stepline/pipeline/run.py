@@ -476,10 +476,13 @@ class PipelineRun:
         self.log(f"step {node.name}: retry {node.retries} of task {node.executed}")
 
     def end_task(self, node: Node, status: TaskStatus, reason: str) -> None:
+        """The scheduler ended the step (a time limit, an abort, a dead process): its status
+        and reason win over whatever the step recorded while it was being killed."""
         if not isinstance(node.executed, str):
             return
         try:
-            if self.backend.get_task(node.executed).status == status:
+            rec = self.backend.get_task(node.executed)
+            if rec.status == status and rec.status_reason == reason:
                 return
             self.backend.set_status(
                 node.executed, status, message=reason[:200], reason=reason, force=True
