@@ -58,6 +58,19 @@ def _names_used(code: types.CodeType) -> set[str]:
     return names
 
 
+def _default_names(fn: Callable[..., Any]) -> set[str]:
+    """Names read by the default values of ``fn``'s arguments (evaluated where it is defined,
+    so the stored module must define them too)."""
+    try:
+        node = ast.parse(_def_source(fn)).body[0]
+    except (SyntaxError, ValidationError, IndexError):
+        return set()
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return set()
+    exprs = [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+    return {n.id for e in exprs for n in ast.walk(e) if isinstance(n, ast.Name)}
+
+
 def _module_parts(
     module: types.ModuleType | None,
 ) -> tuple[list[str], dict[str, str], bool]:
@@ -110,6 +123,7 @@ def build_step_code(
         raise ValidationError(f"a function step needs a Python function, got {fn!r}")
     if fn.__name__ == "<lambda>":
         raise ValidationError("a function step cannot be a lambda; define it with 'def'")
+    fn = inspect.unwrap(fn)
     module = inspect.getmodule(fn)
     imports, constants, future = _module_parts(module)
     module_globals = getattr(fn, "__globals__", {})
@@ -128,7 +142,7 @@ def build_step_code(
             continue
         if f is not fn:
             helpers.setdefault(f.__name__, _def_source(f))
-        for name in _names_used(code):
+        for name in _names_used(code) | _default_names(f):
             if name in constants:
                 used_constants[name] = constants[name]
             value = module_globals.get(name)

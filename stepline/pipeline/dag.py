@@ -146,14 +146,6 @@ def validate(nodes: Mapping[str, Node], pipeline_args: Iterable[str]) -> None:
     naming the step and the text at fault."""
     args = set(pipeline_args)
     for node in nodes.values():
-        for parent in node.parents:
-            if parent == node.name:
-                raise ValidationError(f"step {node.name!r} lists itself as a parent")
-            if parent not in nodes:
-                raise ValidationError(
-                    f"step {node.name!r}: parent {parent!r} is not a step of this pipeline "
-                    f"(steps: {', '.join(sorted(nodes)) or 'none'}); add it first"
-                )
         for ref in node.refs():
             if ref.step == PIPELINE:
                 if ref.name not in args:
@@ -184,6 +176,14 @@ def validate(nodes: Mapping[str, Node], pipeline_args: Iterable[str]) -> None:
                         f"step {node.name!r}: {ref.text}: step {ref.step!r} returns "
                         f"{', '.join(returns) or 'nothing'} (see its function_return)"
                     )
+        for parent in node.parents:
+            if parent == node.name:
+                raise ValidationError(f"step {node.name!r} lists itself as a parent")
+            if parent not in nodes:
+                raise ValidationError(
+                    f"step {node.name!r}: parent {parent!r} is not a step of this pipeline "
+                    f"(steps: {', '.join(sorted(nodes)) or 'none'}); add it first"
+                )
     cycle = find_cycle(nodes)
     if cycle:
         raise ValidationError("the pipeline has a cycle: " + " -> ".join(cycle))
