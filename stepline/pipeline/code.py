@@ -71,20 +71,40 @@ def _default_names(fn: Callable[..., Any]) -> set[str]:
     return {n.id for e in exprs for n in ast.walk(e) if isinstance(n, ast.Name)}
 
 
+_parsed: dict[tuple[str, str], tuple[list[str], dict[str, str], bool]] = {}
+
+
 def _module_parts(
     module: types.ModuleType | None,
 ) -> tuple[list[str], dict[str, str], bool]:
-    """(guarded import blocks, {name: literal assignment source}, has future annotations)."""
+    """(guarded import blocks, {name: literal assignment source}, has future annotations).
+    Parsed once per module text: a pipeline adds many steps from one module."""
     if module is None:
         return [], {}, False
     try:
         text = inspect.getsource(module)
     except (OSError, TypeError):
         return [], {}, False
+    memo = (module.__name__, text)
+    found = _parsed.get(memo)
+    if found is None:
+        found = _parse_module(text)
+        _parsed[memo] = found
+    return list(found[0]), dict(found[1]), found[2]
+
+
+def _parse_module(text: str) -> tuple[list[str], dict[str, str], bool]:
     try:
         tree = ast.parse(text)
     except SyntaxError:
         return [], {}, False
+    lines = text.splitlines(keepends=True)
+
+    def segment(node: ast.stmt) -> str:
+        if node.lineno == node.end_lineno:
+            return lines[node.lineno - 1].encode()[node.col_offset : node.end_col_offset].decode()
+        return ast.get_source_segment(text, node) or ""
+
     imports: list[str] = []
     constants: dict[str, str] = {}
     future = False
@@ -95,7 +115,7 @@ def _module_parts(
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             if isinstance(stmt, ast.ImportFrom) and stmt.level:
                 continue  # relative imports cannot work outside their package
-            seg = ast.get_source_segment(text, stmt) or ""
+            seg = segment(stmt)
             imports.append(f"try:\n    {seg}\nexcept Exception:\n    pass\n")
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -105,7 +125,7 @@ def _module_parts(
                 ast.literal_eval(stmt.value)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 continue
-            seg = ast.get_source_segment(text, stmt) or ""
+            seg = segment(stmt)
             for t in targets:
                 constants[t.id] = seg  # type: ignore[attr-defined]
     return imports, constants, future

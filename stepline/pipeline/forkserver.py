@@ -67,6 +67,9 @@ def serve(cmd_fd: int, event_fd: int) -> int:
 
     backend = get_backend()
     _warm(backend)
+    import gc
+
+    gc.freeze()  # children share these pages instead of copying them on their first collection
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
