@@ -620,6 +620,8 @@ class PipelineController:
             try:
                 run.log(f"pipeline {status.value}" + (f": {reason}" if reason else ""))
                 run.close()
+                if self._task is not None:  # reports made through get_logger() here
+                    self._task.flush(wait_for_uploads=True)
                 backend.set_runtime(task_id, {"progress": "100"})
                 backend.set_status(task_id, status, message=reason[:200], reason=reason, force=True)
             except StepLineError as exc:

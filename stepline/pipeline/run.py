@@ -44,7 +44,7 @@ RT_STEP = "_pipeline_step"
 RT_CACHE_KEY = "_cache_key"
 RT_CACHE_PARTS = "_cache_parts"
 RT_RETRIES = "_retries"
-RT_PIPELINE_NAME = "_pipeline_name"
+RT_PIPELINE_NAME = "_step_of_pipeline"
 # runtime properties of the pipeline task
 RT_NODE = "_node/"
 #: Seconds between writes of the steps' state to the pipeline's task (changes are batched).

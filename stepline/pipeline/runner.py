@@ -273,6 +273,9 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
         Task._bind_thread(previous)
     try:
         task.flush(wait_for_uploads=True)
+        pipeline_task = getattr(task, "_pipeline_task", None)
+        if pipeline_task is not None:  # reports the step made on its pipeline's task
+            pipeline_task.flush(wait_for_uploads=True)
     except StepLineError as exc:
         failure = failure or f"could not store the step's results: {exc}"
     return finish(backend, task_id, failure)
