@@ -26,7 +26,14 @@ from stepline.cli.render import (
     stdout_console,
     task_duration,
 )
-from stepline.cli.tasks import MIN_PREFIX, _backend, _Col, _fit, _print_json, resolve_task
+from stepline.cli.tasks import (
+    MIN_PREFIX,
+    _backend,
+    _Col,
+    _print_json,
+    resolve_task,
+    task_table,
+)
 from stepline.core.errors import ValidationError
 from stepline.core.records import TaskFilter, TaskRecord
 from stepline.core.status import TaskTypes
@@ -84,7 +91,6 @@ def _runs_table(
 ) -> Table:
     """The ``pipelines list`` table; the full id always shows, the name is shortened and
     started, progress and duration dropped (in that order) on a narrow terminal."""
-    from rich.table import Table
     from rich.text import Text
 
     def col(header: str, texts: list[str], styles: list[str] | None = None, **kw: Any) -> _Col:
@@ -102,20 +108,7 @@ def _runs_table(
         col("started", [fmt_time(r.started, seconds=False) for r in records], drop=3),
         col("duration", [fmt_duration(task_duration(r)) for r in records], drop=1, justify="right"),
     ]
-    widths = _fit(cols, width)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for c in cols:
-        table.add_column(
-            c.header,
-            style=c.style,
-            justify=c.justify,
-            no_wrap=True,
-            overflow="ellipsis",
-            width=widths.get(c.header),
-        )
-    for i, r in enumerate(records):
-        table.add_row(*(c.cells[i] for c in cols), style="dim" if r.archived else None)
-    return table
+    return task_table(cols, records, width)
 
 
 @app.command("list")

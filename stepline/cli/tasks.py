@@ -176,7 +176,6 @@ def _task_table(records: list[TaskRecord], progress: dict[str, int], width: int)
     """The ``tasks list`` table. The full id always shows (it is what users copy); on a
     narrow terminal project and name are shortened and progress, started, type and duration
     dropped, in that order, as needed."""
-    from rich.table import Table
     from rich.text import Text
 
     def col(header: str, texts: list[str], styles: list[str] | None = None, **kw: Any) -> _Col:
@@ -197,6 +196,11 @@ def _task_table(records: list[TaskRecord], progress: dict[str, int], width: int)
     if progress:
         texts = [f"{progress[r.id]}%" if r.id in progress else "" for r in records]
         cols.append(col("progress", texts, drop=4, justify="right"))
+    return task_table(cols, records, width)
+
+
+def task_table(cols: list[_Col], records: list[TaskRecord], width: int) -> Table:
+    """A table of one row per task, its columns fitted to ``width``; archived tasks dimmed."""
     widths = _fit(cols, width)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for c in cols:
