@@ -201,6 +201,8 @@ def _task_table(records: list[TaskRecord], progress: dict[str, int], width: int)
 
 def task_table(cols: list[_Col], records: list[TaskRecord], width: int) -> Table:
     """A table of one row per task, its columns fitted to ``width``; archived tasks dimmed."""
+    from rich.table import Table
+
     widths = _fit(cols, width)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for c in cols:
