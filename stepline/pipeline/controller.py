@@ -38,7 +38,7 @@ from stepline.pipeline.executors import Executor, InProcessExecutor, ProcessExec
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, node_state
 from stepline.pipeline.scheduler import Outcome, Scheduler
-from stepline.sdk.script_info import script_info
+from stepline.sdk.script_info import add_git_info, script_info
 from stepline.sdk.task import ARGS_SECTION, Task
 
 CONFIG_DAG = "Pipeline"
@@ -119,6 +119,7 @@ class PipelineController:
         self._ended: float | None = None
         self._stop_marks: tuple[bool, bool] = (False, False)
         self._error: BaseException | None = None
+        self._git_thread: threading.Thread | None = None
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -611,6 +612,8 @@ class PipelineController:
                     node.status = NodeStatus.aborted if node.executed else NodeStatus.skipped
         finally:
             executor.shutdown()
+            if self._git_thread is not None:
+                self._git_thread.join()
             self._ended = time.time()
             mark_failed, mark_aborted = self._stop_marks
             if mark_failed:
@@ -669,7 +672,8 @@ class PipelineController:
             "pipeline/default_queue": self._default_queue or "",
         }
         runtime.update({RT_NODE + n: json.dumps(node_state(v)) for n, v in self._nodes.items()})
-        script = script_info(with_packages=False)
+        # git takes a few subprocesses: recorded by a thread while the run starts
+        script = script_info(with_packages=False, with_git=False)
         script["kind"] = "pipeline"
         if self._attach_to:
             backend.set_params(self._attach_to, list(self._args.values()))
@@ -681,7 +685,7 @@ class PipelineController:
             if rec.status != TaskStatus.in_progress:
                 rec = backend.set_status(self._attach_to, TaskStatus.in_progress)
             return rec
-        return backend.create_task(
+        record = backend.create_task(
             NewTask(
                 name=name,
                 project=self._project,
@@ -695,6 +699,17 @@ class PipelineController:
                 user=_user(),
             )
         )
+        self._git_thread = threading.Thread(
+            target=self._record_git, args=(backend, record.id, script), daemon=True
+        )
+        self._git_thread.start()
+        return record
+
+    def _record_git(self, backend: Backend, task_id: str, script: dict[str, Any]) -> None:
+        try:
+            backend.update_task(task_id, script=add_git_info(dict(script)))
+        except StepLineError:
+            pass
 
     # -- watching and stopping -------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:

@@ -59,8 +59,21 @@ def python_info() -> dict[str, Any]:
     }
 
 
-def script_info(entry: str | None = None, *, with_packages: bool = True) -> dict[str, Any]:
-    """The ``script`` section of a task started from ``entry`` (default: ``sys.argv[0]``)."""
+def add_git_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Add the repository, branch, commit and diff of the checkout holding the entry script."""
+    path = info.get("entry_path")
+    if path:
+        info.update(git_info(path))
+        if info.get("repository_root"):
+            info["entry_point"] = os.path.relpath(path, info["repository_root"])
+    return info
+
+
+def script_info(
+    entry: str | None = None, *, with_packages: bool = True, with_git: bool = True
+) -> dict[str, Any]:
+    """The ``script`` section of a task started from ``entry`` (default: ``sys.argv[0]``);
+    without ``with_git`` the repository fields are left for ``add_git_info``."""
     info: dict[str, Any] = python_info()
     info["working_dir"] = os.getcwd()
     argv0 = entry if entry is not None else (sys.argv[0] if sys.argv else "")
@@ -74,9 +87,8 @@ def script_info(entry: str | None = None, *, with_packages: bool = True) -> dict
                 info["content"] = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError:
             pass
-        info.update(git_info(path))
-        if info.get("repository_root"):
-            info["entry_point"] = os.path.relpath(path, info["repository_root"])
+        if with_git:
+            add_git_info(info)
     else:
         info["entry_point"] = argv0 or "<interactive>"
     if with_packages:
