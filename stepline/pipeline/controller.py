@@ -10,6 +10,7 @@ processes (``run_pipeline_steps_locally=True``) or threads of this process (``in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,10 +37,10 @@ from stepline.pipeline.dag import (
 )
 from stepline.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
 from stepline.pipeline.references import PIPELINE
-from stepline.pipeline.run import RT_NODE, PipelineRun, node_state
+from stepline.pipeline.run import RT_NODE, PipelineRun, is_param_value, node_state
 from stepline.pipeline.scheduler import Outcome, Scheduler
 from stepline.sdk.script_info import add_git_info, script_info
-from stepline.sdk.task import ARGS_SECTION, Task
+from stepline.sdk.task import ARGS_SECTION, Task, _user
 
 CONFIG_DAG = "Pipeline"
 RT_VERSION = "version"
@@ -445,24 +446,13 @@ class PipelineController:
                 "job_type": node.job_type,
             }
             if node.function is not None:
-                fs = node.function
-                entry["function"] = {
-                    "function_name": fs.function_name,
-                    "source": fs.source,
-                    "kwargs": {
-                        k: (v if _jsonable(v) else f"<{type(v).__name__}>")
-                        for k, v in fs.kwargs.items()
-                    },
-                    "returns": fs.returns,
-                    "module_dir": fs.module_dir,
-                    "entry_point": fs.entry_point,
-                    "packages": fs.packages,
-                    "task_type": fs.task_type,
-                    "project_name": fs.project_name,
-                    "task_name": fs.task_name,
-                    "docker": fs.docker,
-                    "tags": fs.tags,
+                spec = node.function
+                fs = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+                fs["kwargs"] = {
+                    k: (v if is_param_value(v) else f"<{type(v).__name__}>")
+                    for k, v in spec.kwargs.items()
                 }
+                entry["function"] = fs
             nodes[node.name] = entry
         return {"name": self._name, "project": self._project, "nodes": nodes}
 
@@ -853,23 +843,6 @@ def _packages(packages: str | Sequence[str] | None) -> list[str]:
                 return [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
         return [packages]
     return [str(p) for p in packages]
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:
-        return ""
 
 
 def run_stored_pipeline(task_id: str) -> int:

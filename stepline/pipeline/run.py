@@ -120,13 +120,13 @@ class PipelineRun:
             if node.function is None:
                 continue
             for arg, value in list(node.function.kwargs.items()):
-                if isinstance(value, _StoredInput) or is_param_value(value):
+                if isinstance(value, ArtifactInput) or is_param_value(value):
                     continue
                 name = f"{node.name}.{arg}"
                 pipe = Task(self.task, self.backend)
                 pipe.upload_artifact(name, value, wait_on_upload=True)
                 rec = next(r for r in self.backend.get_artifacts(self.task.id) if r.name == name)
-                node.function.kwargs[arg] = _StoredInput(self.task.id, name, rec.hash)
+                node.function.kwargs[arg] = ArtifactInput(self.task.id, name, rec.hash)
 
     def log(self, text: str) -> None:
         self._log._log_lines([text], "info")
@@ -182,7 +182,7 @@ class PipelineRun:
                 if p.section == RETURN and p.name == ref.name:
                     return pv.decode(p.value, p.type)
             rec = self._artifact(task_id, ref.name, ref, where)
-            return _ArtifactInput(task_id, rec)
+            return ArtifactInput(task_id, rec.name, rec.hash)
         raise ValidationError(f"{where}: {ref.text} cannot be resolved")
 
     def _artifact(self, task_id: str, name: str, ref: Ref, where: str) -> ArtifactRecord:
@@ -220,6 +220,7 @@ class PipelineRun:
         callbacks = node.pre_execute_callback is not None or self.created_cb is not None
         draft: TaskRecord | None = None
         if callbacks:
+            unchanged = dict(values)
             draft = self._create(node, base, {}, [], {}, {}, draft=True)
             node.job = _Job(Task(draft, self.backend))
             for cb in (node.pre_execute_callback, self.created_cb):
@@ -227,10 +228,11 @@ class PipelineRun:
                     self.backend.delete_task(draft.id)
                     node.job = None
                     return Launch(skip=True)
+            # a value the callbacks changed counts in the cache key as it is now
             key_values = {
-                k: (key_values.get(k) if k in key_values and values.get(k) == v else v)
+                k: key_values[k] if k in key_values and unchanged.get(k) == v else v
                 for k, v in values.items()
-            } if not node.is_function else key_values  # fmt: skip
+            }
         script = self._script(node, base, overrides)
         params = self._all_params(node, base, values)
         key_params = self._all_params(node, base, key_values)
@@ -277,10 +279,7 @@ class PipelineRun:
         key_values: dict[str, Any] = {}
         for arg, raw in node.function.kwargs.items():
             value = substitute(raw, lambda r: self.resolve(r, where), where)
-            if isinstance(value, _ArtifactInput):
-                values[f"{KWARGS_ARTIFACTS}/{arg}"] = value.ref
-                key_values[f"{KWARGS_ARTIFACTS}/{arg}"] = f"sha256:{value.record.hash}"
-            elif isinstance(value, _StoredInput):
+            if isinstance(value, ArtifactInput):
                 values[f"{KWARGS_ARTIFACTS}/{arg}"] = value.ref
                 key_values[f"{KWARGS_ARTIFACTS}/{arg}"] = f"sha256:{value.hash}"
             else:
@@ -582,20 +581,9 @@ class PipelineRun:
                 )
 
 
-class _ArtifactInput:
-    """A function step's return value stored as an artifact, passed to another step."""
-
-    def __init__(self, task_id: str, record: ArtifactRecord) -> None:
-        self.task_id = task_id
-        self.record = record
-
-    @property
-    def ref(self) -> str:
-        return f"{self.task_id}/{self.record.name}"
-
-
-class _StoredInput:
-    """A non-basic literal argument, stored as an artifact of the pipeline's task."""
+class ArtifactInput:
+    """An argument of a function step passed as an artifact (another step's return value, or
+    a value stored on the pipeline's task): ``TASK_ID/NAME`` and the content hash."""
 
     def __init__(self, task_id: str, name: str, hash_: str) -> None:
         self.ref = f"{task_id}/{name}"
