@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Logger",
     "PipelineController",
+    "PipelineDecorator",
     "StorageManager",
     "Task",
     "TaskStatus",
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> object:
         from stepline.pipeline.controller import PipelineController
 
         return PipelineController
+    if name == "PipelineDecorator":
+        from stepline.pipeline.decorator import PipelineDecorator
+
+        return PipelineDecorator
     raise AttributeError(f"module 'stepline' has no attribute {name!r}")

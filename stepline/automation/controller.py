@@ -1,6 +1,7 @@
-"""``from stepline.automation.controller import PipelineController``."""
+"""``from stepline.automation.controller import PipelineController, PipelineDecorator``."""
 
 from stepline.pipeline.controller import PipelineController
 from stepline.pipeline.dag import Node
+from stepline.pipeline.decorator import PipelineDecorator
 
-__all__ = ["Node", "PipelineController"]
+__all__ = ["Node", "PipelineController", "PipelineDecorator"]

@@ -5,7 +5,7 @@ without importing the controller."""
 
 from typing import Any
 
-__all__ = ["Node", "NodeStatus", "PipelineController"]
+__all__ = ["Node", "NodeStatus", "PipelineController", "PipelineDecorator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,6 +13,10 @@ def __getattr__(name: str) -> Any:
         from stepline.pipeline.controller import PipelineController
 
         return PipelineController
+    if name == "PipelineDecorator":
+        from stepline.pipeline.decorator import PipelineDecorator
+
+        return PipelineDecorator
     if name in ("Node", "NodeStatus"):
         from stepline.pipeline import dag
 

@@ -136,18 +136,23 @@ def build_step_code(
     helper_functions: Iterable[Callable[..., Any]] = (),
     skip_global_imports: bool = False,
     exclude: Callable[[Any], bool] | None = None,
+    extra: Callable[[str, Any], str | None] | None = None,
 ) -> StepCode:
     """The module text a function step stores and runs. ``exclude`` marks module functions
-    that must not be copied in as helpers (e.g. other pipeline components)."""
+    that must not be copied in as helpers; ``extra(name, value)`` may return the code that
+    defines a module global the function uses which is not a plain function (a pipeline
+    component used inside another component is re-declared as a component)."""
+    if callable(fn) and hasattr(fn, "__wrapped__"):
+        fn = inspect.unwrap(fn)
     if not callable(fn) or not hasattr(fn, "__code__"):
         raise ValidationError(f"a function step needs a Python function, got {fn!r}")
     if fn.__name__ == "<lambda>":
         raise ValidationError("a function step cannot be a lambda; define it with 'def'")
-    fn = inspect.unwrap(fn)
     module = inspect.getmodule(fn)
     imports, constants, future = _module_parts(module)
     module_globals = getattr(fn, "__globals__", {})
     helpers: dict[str, str] = {}
+    extras: dict[str, str] = {}
     used_constants: dict[str, str] = {}
     explicit = list(helper_functions or [])
     todo: list[Callable[..., Any]] = [fn, *explicit]
@@ -174,6 +179,15 @@ def build_step_code(
                 and not (exclude and exclude(value))
             ):
                 todo.append(value)
+            elif (
+                extra is not None
+                and value is not None
+                and name not in extras
+                and not isinstance(value, (types.ModuleType, types.FunctionType, type))
+            ):
+                text = extra(name, value)
+                if text is not None:
+                    extras[name] = text
     parts: list[str] = []
     if future:
         parts.append("from __future__ import annotations\n")
@@ -181,6 +195,7 @@ def build_step_code(
         parts.extend(imports)
     parts.extend(dict.fromkeys(used_constants.values()))
     parts.extend(helpers[name] for name in sorted(helpers))
+    parts.extend(extras[name] for name in sorted(extras))
     parts.append(_def_source(fn))
     source = "\n".join(parts)
     try:

@@ -37,7 +37,7 @@ from stepline.pipeline.dag import (
 )
 from stepline.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
 from stepline.pipeline.references import PIPELINE
-from stepline.pipeline.run import RT_NODE, PipelineRun, is_param_value, node_state
+from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
 from stepline.pipeline.scheduler import Outcome, Scheduler
 from stepline.sdk.script_info import add_git_info, script_info
 from stepline.sdk.task import ARGS_SECTION, Task, _user
@@ -56,6 +56,7 @@ class PipelineController:
     """A pipeline whose steps are stored tasks (cloned for each run) or functions."""
 
     _current: PipelineController | None = None
+    _run_class: type[PipelineRun] = PipelineRun
 
     def __init__(
         self,
@@ -121,6 +122,16 @@ class PipelineController:
         self._stop_marks: tuple[bool, bool] = (False, False)
         self._error: BaseException | None = None
         self._git_thread: threading.Thread | None = None
+        #: the run's task is a child of this task (a pipeline used as a step of another)
+        self._parent_task: str | None = None
+        self._extra_runtime: dict[str, str] = {}
+        #: why the run failed when its own logic (a decorator pipeline's function) raised
+        self._logic_failure: str = ""
+        #: the stored DAG holds each function step's source (a decorator pipeline's steps
+        #: hold it on their tasks only: one component may run a thousand times)
+        self._store_source = True
+        self._script_kind = "pipeline"  #: how the runner reruns the run's task
+        self._pipeline_run: PipelineRun | None = None
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -448,10 +459,9 @@ class PipelineController:
             if node.function is not None:
                 spec = node.function
                 fs = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-                fs["kwargs"] = {
-                    k: (v if is_param_value(v) else f"<{type(v).__name__}>")
-                    for k, v in spec.kwargs.items()
-                }
+                fs["kwargs"] = {k: describe_input(v) for k, v in spec.kwargs.items()}
+                if not self._store_source:
+                    del fs["source"]
                 entry["function"] = fs
             nodes[node.name] = entry
         return {"name": self._name, "project": self._project, "nodes": nodes}
@@ -513,14 +523,17 @@ class PipelineController:
         wait: bool,
         created_cb: Callable[..., Any] | None = None,
         completed_cb: Callable[..., Any] | None = None,
+        dynamic: bool = False,
     ) -> bool:
+        """Start the run in a background thread. ``dynamic``: steps are added while it runs
+        (``self._scheduler.add_node``) until ``self._scheduler.close()``."""
         if self._thread is not None:
             executor.shutdown()
             raise StepLineError(
                 f"pipeline {self._name!r} was already started; make a new PipelineController "
                 "for another run"
             )
-        if not self._nodes:
+        if not self._nodes and not dynamic:
             executor.shutdown()
             raise ValidationError(f"pipeline {self._name!r} has no steps; add some first")
         try:
@@ -531,7 +544,7 @@ class PipelineController:
             executor.shutdown()
             raise
         self._task = Task(record, backend)
-        run = PipelineRun(
+        run = self._run_class(
             backend=backend,
             pipeline=self,
             task=record,
@@ -553,15 +566,17 @@ class PipelineController:
             run,
             abort_on_failure=self._abort_on_failure,
             time_limit=self._time_limit,
+            dynamic=dynamic,
             on_error=self._callback_error,
         )
         self._scheduler = scheduler
+        self._pipeline_run = run
         self._thread = threading.Thread(
             target=self._drive, args=(run, scheduler, executor), name="stepline-pipeline",
             daemon=True,
         )  # fmt: skip
         self._thread.start()
-        if not wait:
+        if dynamic or not wait:
             return True
         try:
             self._thread.join()
@@ -606,7 +621,9 @@ class PipelineController:
                 self._git_thread.join()
             self._ended = time.time()
             mark_failed, mark_aborted = self._stop_marks
-            if mark_failed:
+            if self._logic_failure:
+                status, reason = TaskStatus.failed, self._logic_failure
+            elif mark_failed:
                 status = TaskStatus.failed
             elif mark_aborted:
                 status = TaskStatus.stopped
@@ -637,9 +654,10 @@ class PipelineController:
                 runtime={RT_NAME: self._pipeline_key()},
                 archived=None,
                 order_by="-created",
-                limit=1,
+                limit=2,
             )
         )
+        previous = [r for r in previous if r.id != self._attach_to][:1]
         last_rt = backend.get_runtime(previous[0].id) if previous else {}
         if self._version is None:
             last_version = last_rt.get(RT_VERSION)
@@ -660,11 +678,12 @@ class PipelineController:
             RT_RUN: str(run_number),
             "progress": "0",
             "pipeline/default_queue": self._default_queue or "",
+            **self._extra_runtime,
         }
         runtime.update({RT_NODE + n: json.dumps(node_state(v)) for n, v in self._nodes.items()})
         # git takes a few subprocesses: recorded by a thread while the run starts
         script = script_info(with_packages=False, with_git=False)
-        script["kind"] = "pipeline"
+        script["kind"] = self._script_kind
         if self._attach_to:
             backend.set_params(self._attach_to, list(self._args.values()))
             backend.set_configs(
@@ -687,6 +706,7 @@ class PipelineController:
                 configs=[ConfigObject(CONFIG_DAG, json.dumps(dag), "json")],
                 runtime=runtime,
                 user=_user(),
+                parent=self._parent_task,
             )
         )
         self._git_thread = threading.Thread(

@@ -55,6 +55,9 @@ class FunctionSpec:
     task_name: str | None = None
     docker: str = ""
     tags: list[str] = field(default_factory=list)
+    #: False (decorator pipelines): kwargs are literal values and step outputs, never parsed
+    #: for ``${...}`` references
+    references: bool = True
 
 
 class _Job:
@@ -103,6 +106,8 @@ class Node:
     post_execute_callback: Callable[..., Any] | None = None
     status_change_callback: Callable[..., Any] | None = None
     explicit_docker_image: str | None = None
+    #: debug mode: the user's function, called in-process instead of the stored code
+    call: Callable[..., Any] | None = None
     # -- run state --------------------------------------------------------------------------
     retries: int = 0
     cache_key: str = ""
@@ -128,7 +133,7 @@ class Node:
         refs = find_refs(self.parameters, where + " parameter_override")
         refs += find_refs(self.configurations, where + " configuration_overrides")
         refs += find_refs(self.task_overrides, where + " task_overrides")
-        if self.function is not None:
+        if self.function is not None and self.function.references:
             refs += find_refs(self.function.kwargs, where + " function_kwargs")
         return refs
 

@@ -33,7 +33,7 @@ from stepline.core.records import (
 from stepline.core.status import TaskStatus
 from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
-from stepline.pipeline.dag import FINAL, Node, NodeStatus, _Job
+from stepline.pipeline.dag import FINAL, FunctionSpec, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
 from stepline.pipeline.runner import BASIC, KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.task import Task
@@ -267,7 +267,7 @@ class PipelineRun:
         else:
             record = self._create(node, base, script, params, configs, runtime)
         if self.start_in_progress and node.is_function:
-            runner.hand_over(record, params)
+            runner.hand_over(record, params, node.call)
         node.job = _Job(Task(record, self.backend))
         self.log(f"step {node.name}: launching task {record.id}")
         return Launch(task_id=record.id)
@@ -307,18 +307,7 @@ class PipelineRun:
         self, node: Node, base: TaskRecord | None, overrides: Mapping[str, Any]
     ) -> dict[str, Any]:
         if node.function is not None:
-            fs = node.function
-            script: dict[str, Any] = {
-                "kind": "function",
-                "function": fs.function_name,
-                "source": fs.source,
-                "returns": list(fs.returns),
-                "module_dir": fs.module_dir,
-                "entry_point": fs.entry_point,
-                "requirements": list(fs.packages),
-            }
-            if fs.docker:
-                script["container"] = {"image": fs.docker}
+            script = function_script(node.function)
         else:
             assert base is not None
             script = json.loads(json.dumps(base.script or {}))
@@ -589,6 +578,35 @@ class ArtifactInput:
         self.ref = f"{task_id}/{name}"
         self.hash = hash_
 
+    def describe(self) -> str:
+        return f"artifact {self.ref}"
+
+
+def describe_input(value: Any) -> Any:
+    """A function step's argument as the stored DAG shows it."""
+    if is_param_value(value):
+        return value
+    describe = getattr(value, "describe", None)
+    if callable(describe):
+        return describe()
+    return f"<{type(value).__name__}>"
+
+
+def function_script(fs: FunctionSpec) -> dict[str, Any]:
+    """The ``script`` section of a function step's task."""
+    script: dict[str, Any] = {
+        "kind": "function",
+        "function": fs.function_name,
+        "source": fs.source,
+        "returns": list(fs.returns),
+        "module_dir": fs.module_dir,
+        "entry_point": fs.entry_point,
+        "requirements": list(fs.packages),
+    }
+    if fs.docker:
+        script["container"] = {"image": fs.docker}
+    return script
+
 
 def is_param_value(value: Any) -> bool:
     """Basic values, and lists/dicts of them, travel as parameters; anything else as an
@@ -607,6 +625,7 @@ def is_param_value(value: Any) -> bool:
 def node_state(node: Node) -> dict[str, Any]:
     return {
         "status": node.status.value,
+        "parents": list(node.parents),
         "task": node.executed if isinstance(node.executed, str) else None,
         "started": node.job_started,
         "ended": node.job_ended,

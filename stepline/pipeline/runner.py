@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import linecache
 import os
 import runpy
 import sys
@@ -46,12 +47,14 @@ _compiled_lock = threading.Lock()
 #: In-process hand-over: the launcher leaves the task it just created (and its parameters)
 #: here, so the step running in this process does not read them back from the store; the step
 #: leaves its basic return values here for the steps that take them.
-_handed: dict[str, tuple[TaskRecord, list[Param]]] = {}
+_handed: dict[str, tuple[TaskRecord, list[Param] | None, Any]] = {}
 _returns: dict[str, dict[str, Any]] = {}
 
 
-def hand_over(record: TaskRecord, params: list[Param]) -> None:
-    _handed[record.id] = (record, params)
+def hand_over(record: TaskRecord, params: list[Param] | None, fn: Any = None) -> None:
+    """Leave a task for ``run_in_thread``; ``fn`` (the decorator's debug mode) is the user's
+    own function object, called instead of the stored code so that breakpoints in it work."""
+    _handed[record.id] = (record, params, fn)
 
 
 def returned(task_id: str, name: str) -> tuple[bool, Any]:
@@ -76,7 +79,10 @@ def _code(source: str, name: str) -> Any:
     digest = hashlib.sha1(source.encode()).hexdigest()
     code = _compiled.get(digest)
     if code is None:
-        code = compile(source, f"<step {name}>", "exec")
+        filename = f"<step {name} {digest[:8]}>"
+        code = compile(source, filename, "exec")
+        # tracebacks (and inspect.getsource) show the stored code's lines
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         with _compiled_lock:
             _compiled[digest] = code
     return code
@@ -148,11 +154,14 @@ def store_results(task: Task, script: dict[str, Any], result: Any) -> dict[str, 
     return basic
 
 
-def call_function_step(task: Task, params: list[Param] | None = None) -> dict[str, Any]:
-    """Run a function step's stored code with its stored arguments; store its results and
-    return the basic ones."""
+def call_function_step(
+    task: Task, params: list[Param] | None = None, fn: Any = None
+) -> dict[str, Any]:
+    """Run a function step's stored code (or ``fn``) with its stored arguments; store its
+    results and return the basic ones."""
     script = task.script
-    fn = load_function(script)
+    if fn is None:
+        fn = load_function(script)
     if params is None:
         params = task._backend.get_params(task.id)
     kwargs = load_kwargs(task._backend, params)
@@ -245,7 +254,7 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
     failed, the reason."""
     backend = backend or get_backend()
     handed = _handed.pop(task_id, None)
-    record, params = handed if handed is not None else (backend.get_task(task_id), None)
+    record, params, fn = handed if handed is not None else (backend.get_task(task_id), None, None)
     task = Task(record, backend)
     task._from_store = True
     if record.status != TaskStatus.in_progress:
@@ -257,7 +266,7 @@ def run_in_thread(task_id: str, backend: Backend | None = None) -> tuple[TaskSta
             raise ValidationError(
                 f"task {task_id} is a script task; only function steps run in-process"
             )
-        _returns[task_id] = call_function_step(task, params)
+        _returns[task_id] = call_function_step(task, params, fn)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -36,6 +36,15 @@ from stepline.pipeline.dag import FINAL, SUCCEEDED, Node, NodeStatus
 from stepline.pipeline.executors import Executor
 
 
+class LocalRun(Protocol):
+    """A step run by code of this process rather than by the executor (a pipeline used as a
+    step of a decorator pipeline runs its logic here)."""
+
+    def run(self) -> tuple[TaskStatus, str]: ...
+
+    def stop(self, reason: str) -> None: ...
+
+
 @dataclass
 class Launch:
     """What the hooks decided for a ready step."""
@@ -43,6 +52,7 @@ class Launch:
     task_id: str | None = None  #: run this task
     cached: bool = False  #: task_id is an earlier task whose outputs are reused
     skip: bool = False  #: do not run the step (its children are skipped)
+    local: LocalRun | None = None  #: run the task by calling this instead of the executor
 
 
 class StepHooks(Protocol):
@@ -78,6 +88,7 @@ class _Running:
     deadline: float | None
     killed: str = ""  #: why it was killed, once it was
     kill_status: TaskStatus = TaskStatus.failed
+    local: LocalRun | None = None
 
 
 @dataclass
@@ -132,6 +143,10 @@ class Scheduler:
         self._closed = not dynamic
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._state = _State()
+        #: nodes still pending, in the order they were added (only these are scanned)
+        self._pending: dict[str, Node] = {
+            n.name: n for n in nodes.values() if n.status == NodeStatus.pending
+        }
         self._on_error = on_error
         self.finished = threading.Event()
 
@@ -192,12 +207,16 @@ class Scheduler:
             self._stop_all(event.reason, failed=event.failed, aborted=not event.failed)
         elif isinstance(event, _Add):
             self.nodes[event.node.name] = event.node
+            if event.node.status == NodeStatus.pending:
+                self._pending[event.node.name] = event.node
         elif isinstance(event, _Close):
             self._closed = True
 
     def _set(self, node: Node, status: NodeStatus, message: str = "") -> None:
         previous = node.status
         node.status = status
+        if status != NodeStatus.pending:
+            self._pending.pop(node.name, None)
         if message:
             node.status_message = message
         if status in FINAL and node.job_ended is None and node.job_started is not None:
@@ -241,8 +260,9 @@ class Scheduler:
         changed = True
         while changed:
             changed = False
-            for node in list(self.nodes.values()):
+            for node in list(self._pending.values()):
                 if node.status != NodeStatus.pending:
+                    self._pending.pop(node.name, None)
                     continue
                 if self._state.stopping:
                     node.executed = False
@@ -279,20 +299,33 @@ class Scheduler:
             self._set(node, NodeStatus.cached, f"reused task {plan.task_id}")
             self._guard(node, self.hooks.on_finished, node)
             return
-        self._submit(node, plan.task_id)
+        self._submit(node, plan.task_id, plan.local)
 
-    def _submit(self, node: Node, task_id: str) -> None:
+    def _submit(self, node: Node, task_id: str, local: LocalRun | None = None) -> None:
         node.job_started = time.time()
         node.job_ended = None
         deadline = time.monotonic() + node.timeout if node.timeout else None
-        self._state.running[task_id] = _Running(node, deadline)
+        self._state.running[task_id] = _Running(node, deadline, local=local)
         self._set(node, NodeStatus.running)
         try:
+            if local is not None:
+                threading.Thread(
+                    target=self._run_local, args=(task_id, local), daemon=True,
+                    name=f"stepline-{node.name}",
+                ).start()  # fmt: skip
+                return
             self.executor.submit(task_id, self._done, is_function=node.is_function)
         except Exception as exc:
             self._state.running.pop(task_id, None)
             self.hooks.end_task(node, TaskStatus.failed, f"could not start: {exc}")
             self._fail(node, f"could not start: {exc}")
+
+    def _run_local(self, task_id: str, local: LocalRun) -> None:
+        try:
+            status, detail = local.run()
+        except BaseException as exc:
+            status, detail = TaskStatus.failed, f"{type(exc).__name__}: {exc}"
+        self._done(task_id, status, detail)
 
     # -- finishing ---------------------------------------------------------------------------
     def _finish(self, event: _Done) -> None:
@@ -322,7 +355,7 @@ class Scheduler:
             if not node.continue_on_abort and not self._state.stopping:
                 self._run_failed(f"step {node.name!r} was aborted")
         else:
-            if not run.killed and self._retry(node, event.task_id):
+            if not run.killed and run.local is None and self._retry(node, event.task_id):
                 return
             self._fail(node, reason)
 
@@ -374,6 +407,9 @@ class Scheduler:
                 self._set(node, NodeStatus.skipped, reason)
 
     def _kill(self, task_id: str, run: _Running) -> None:
+        if run.local is not None:
+            run.local.stop(run.killed)  # it ends, and reports, on its own
+            return
         self.executor.kill(task_id)
         if not self.executor.can_kill:
             # a thread cannot be killed: the step is abandoned and ends as recorded now
