@@ -185,7 +185,7 @@ class LazyResult:
     the value (``result.value``... any attribute) instead.
     """
 
-    __slots__ = ("_owner", "_step", "_name", "_value", "__weakref__")
+    __slots__ = ("__weakref__", "_name", "_owner", "_step", "_value")
 
     def __init__(self, owner: PipelineDecorator, step: str, name: str) -> None:
         object.__setattr__(self, "_owner", owner)
@@ -338,7 +338,7 @@ for _name, _op in {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul,
     "matmul": operator.matmul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "divmod": divmod,
-    "pow": pow, "lshift": operator.lshift, "rshift": operator.rshift,
+    "pow": operator.pow, "lshift": operator.lshift, "rshift": operator.rshift,
     "and": operator.and_, "xor": operator.xor, "or": operator.or_,
 }.items():  # fmt: skip
     _fwd, _rev = _binary(_op)
@@ -785,7 +785,9 @@ class DecoratorRun(PipelineRun):
         pipe._set_args(args, kwargs)
         record = pipe._create_task(self.backend)
         pipe._attach_to = record.id
-        self.log(f"step {node.name}: running pipeline {spec.settings['name']!r} as task {record.id}")
+        self.log(
+            f"step {node.name}: running pipeline {spec.settings['name']!r} as task {record.id}"
+        )
         return Launch(
             task_id=record.id,
             local=_InnerPipeline(pipe, args, kwargs, spec.return_value or DEFAULT_RETURN),
@@ -939,7 +941,7 @@ class PipelineDecorator(PipelineController):
             return_values=_return_names(return_values),
             name=name,
             cache=bool(cache),
-            packages=[packages] if isinstance(packages, str) and "\n" in packages else packages,
+            packages=packages if packages is None or isinstance(packages, str) else list(packages),
             parents=list(parents or []),
             execution_queue=execution_queue,
             continue_on_fail=bool(continue_on_fail),
@@ -1060,7 +1062,7 @@ class PipelineDecorator(PipelineController):
         PipelineDecorator._mode_default = "local"
 
     @classmethod
-    def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:  # type: ignore[override]
+    def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:
         """The queue of steps whose component names none (remote mode)."""
         PipelineDecorator._default_queue_all = default_execution_queue
 
@@ -1235,7 +1237,9 @@ class PipelineDecorator(PipelineController):
         rec = self._task.artifacts[name].record
         return ArtifactInput(self._task.id, name, rec.hash)
 
-    def _inputs(self, node_name: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    def _inputs(
+        self, node_name: str, values: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
         """The step's kwargs as stored on its node, and the steps they come from."""
         kwargs: dict[str, Any] = {}
         steps: dict[str, None] = {}
@@ -1248,14 +1252,18 @@ class PipelineDecorator(PipelineController):
                 kwargs[arg] = _Deferred(_to_outputs(value, found), list(found))
                 steps.update(found)
             elif is_param_value(value):
-                kwargs[arg] = json.loads(json.dumps(value)) if not isinstance(value, tuple) else (
-                    tuple(json.loads(json.dumps(list(value))))
+                kwargs[arg] = (
+                    json.loads(json.dumps(value))
+                    if not isinstance(value, tuple)
+                    else (tuple(json.loads(json.dumps(list(value)))))
                 )
             else:
                 kwargs[arg] = self._store_input(f"{node_name}.{arg}", value)
         return kwargs, list(steps)
 
-    def _call_component(self, comp: Component, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    def _call_component(
+        self, comp: Component, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
         scheduler = self._scheduler
         if scheduler is None:
             raise StepLineError(f"pipeline {self._name!r} is not running")
@@ -1303,7 +1311,9 @@ class PipelineDecorator(PipelineController):
             return None
         return proxies[0] if len(proxies) == 1 else proxies
 
-    def _call_pipeline(self, spec: _PipelineSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    def _call_pipeline(
+        self, spec: _PipelineSpec, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
         scheduler = self._scheduler
         if scheduler is None:
             raise StepLineError(f"pipeline {self._name!r} is not running")
@@ -1328,9 +1338,7 @@ class PipelineDecorator(PipelineController):
                 if node is not None and node.status in FINAL:
                     break
                 if self._scheduler is None or self._scheduler.finished.is_set():
-                    raise StepLineError(
-                        f"pipeline {self._name!r} ended before step {step!r} ran"
-                    )
+                    raise StepLineError(f"pipeline {self._name!r} ended before step {step!r} ran")
                 self._cond.wait(1.0)
         if node.status in SUCCEEDED:
             self._control[step] = None
@@ -1351,4 +1359,3 @@ class PipelineDecorator(PipelineController):
     def _store(self) -> Backend:
         assert self._pipeline_run is not None
         return self._pipeline_run.backend
-

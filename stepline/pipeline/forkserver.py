@@ -62,12 +62,11 @@ def _child(task_id: str, fds: tuple[int, ...], backend: Any) -> None:
 
 
 def serve(cmd_fd: int, event_fd: int) -> int:
+    # a step's stored code repeats its module's imports, and pipeline scripts import these
+    import stepline.pipeline.controller
+    import stepline.pipeline.decorator  # noqa: F401
     from stepline.backend import get_backend
     from stepline.pipeline import runner  # noqa: F401 - imported once, inherited by children
-
-    # a step's stored code repeats its module's imports, and pipeline scripts import these
-    import stepline.pipeline.controller  # noqa: F401
-    import stepline.pipeline.decorator  # noqa: F401
 
     backend = get_backend()
     _warm(backend)
