@@ -82,7 +82,10 @@ class PipelineRun:
         self.completed_cb = step_task_completed_callback
         self._dirty: dict[str, Node] = {}
         self._lock = threading.Lock()
-        self._log = Task(task, backend).get_logger()
+        # the run's own Task object when there is one: the logic's console and the run's
+        # narration then share one logger and stay in order
+        owner = getattr(pipeline, "_task", None)
+        self._log = (owner if isinstance(owner, Task) else Task(task, backend)).get_logger()
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._closing = False

@@ -149,3 +149,53 @@ def test_pipeline_from_functions(home: Path) -> None:
     assert again["load_data"]["cached_from"] == states["load_data"]["task"]
     assert again["split_data"]["status"] == "completed"
     assert again["train"]["status"] == "completed"
+
+
+def test_pipeline_from_decorator(home: Path) -> None:
+    script = EXAMPLES / "pipeline_from_decorator.py"
+    out = run_example(home, script)
+    [run] = runs("pipeline demo (decorator)")
+    assert run.status == "completed"
+    assert f"stepline pipelines show {run.id}" in out
+    assert run.get_parameters(cast=True) == {
+        "Args/test_size": 0.25,
+        "Args/max_iter": 500,
+        "return/accuracy": run.get_parameters(cast=True)["return/accuracy"],
+    }
+    accuracy = run.get_parameters(cast=True)["return/accuracy"]
+    assert 0.8 < accuracy <= 1.0
+    assert f"accuracy: {100 * accuracy:.1f}%" in out
+    assert dag_parents(run) == {
+        "load_dataset": [],
+        "split_dataset": ["load_dataset"],
+        "train_model": ["split_dataset"],
+        "score_model": ["train_model", "split_dataset"],
+    }
+    states = step_states(run)
+    assert {name: s["status"] for name, s in states.items()} == dict.fromkeys(
+        ("load_dataset", "split_dataset", "train_model", "score_model"), "completed"
+    )
+    score = Task.get_task(str(states["score_model"]["task"]))
+    assert score.parent == run.id
+    assert score.get_parameters(cast=True)["return/accuracy"] == accuracy
+    assert run.get_last_scalar_metrics()["accuracy"]["test"]["last"] == accuracy
+    split = Task.get_task(str(states["split_dataset"]["task"]))
+    assert len(split.artifacts["X_test"].get()) == 38  # test_size 0.25 of 150 rows
+
+    # in debug mode the data steps are reused from the first run, the rest run again
+    proc = subprocess.run(
+        [sys.executable, str(script), "--debug"],
+        env=run_env(home),
+        capture_output=True,
+        text=True,
+        timeout=2 * TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    second, first = runs("pipeline demo (decorator)")
+    assert first.id == run.id
+    again = step_states(second)
+    assert again["load_dataset"]["status"] == "cached"
+    assert again["load_dataset"]["cached_from"] == states["load_dataset"]["task"]
+    assert again["split_dataset"]["status"] == "cached"
+    assert again["train_model"]["status"] == "completed"
+    assert second.get_parameters(cast=True)["return/accuracy"] == accuracy
