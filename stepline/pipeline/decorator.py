@@ -1095,7 +1095,7 @@ class PipelineDecorator(PipelineController):
         self._args.clear()
         for name, value in bound.arguments.items():
             section = section_of.get(name, ARGS_SECTION)
-            shown = value if is_param_value(value) and not _has_proxy(value) else repr(value)[:500]
+            shown = value if not _has_proxy(value) and is_param_value(value) else repr(value)[:500]
             key = name if section == ARGS_SECTION else f"{section}/{name}"
             self._args[key] = Task._param(section, name, shown)
         return dict(bound.arguments)

@@ -46,6 +46,9 @@ class Executor:
     def kill(self, task_id: str) -> None:
         """End the task's run (and its whole process tree) as soon as possible."""
 
+    def hint(self, source: str) -> None:
+        """A function step with this code will run (maybe later): get ready for it."""
+
     def shutdown(self) -> None:
         """Release workers; running tasks are killed."""
 
@@ -67,6 +70,8 @@ class ForkServer:
         self._pids: dict[str, int] = {}
         self._by_pid: dict[int, str] = {}
         self._kill_pending: set[str] = set()
+        self._hinted: set[int] = set()  #: step code already looked at
+        self._sent: set[str] = set()  #: modules the server was asked to import
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         self._proc = subprocess.Popen(
@@ -139,6 +144,22 @@ class ForkServer:
                 raise OSError("the fork server has ended")
             self._done[task_id] = done
             os.write(self._cmd, f"run {task_id}\n".encode())
+
+    def preload(self, source: str) -> None:
+        """Have the server import the heavy libraries this step code uses (see forkserver)."""
+        from stepline.pipeline.forkserver import modules_to_preload, preload_allowed
+
+        with self._lock:
+            digest = hash(source)
+            if self._cmd is None or digest in self._hinted:
+                return
+            self._hinted.add(digest)
+            names = [
+                m for m in modules_to_preload(source, preload_allowed()) if m not in self._sent
+            ]
+            if names:
+                self._sent.update(names)
+                os.write(self._cmd, f"preload {' '.join(names)}\n".encode())
 
     def kill(self, task_id: str) -> None:
         with self._lock:
@@ -224,6 +245,11 @@ class ProcessExecutor(Executor):
             name="stepline-step",
             daemon=True,
         ).start()
+
+    def hint(self, source: str) -> None:
+        if self._server is not None and self._server.alive:
+            with contextlib.suppress(OSError):
+                self._server.preload(source)
 
     def kill(self, task_id: str) -> None:
         if self._server is not None:

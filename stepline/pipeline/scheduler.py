@@ -147,6 +147,8 @@ class Scheduler:
         self._pending: dict[str, Node] = {
             n.name: n for n in nodes.values() if n.status == NodeStatus.pending
         }
+        for node in self._pending.values():
+            self._hint(node)
         self._on_error = on_error
         self.finished = threading.Event()
 
@@ -209,8 +211,16 @@ class Scheduler:
             self.nodes[event.node.name] = event.node
             if event.node.status == NodeStatus.pending:
                 self._pending[event.node.name] = event.node
+                self._hint(event.node)
         elif isinstance(event, _Close):
             self._closed = True
+
+    def _hint(self, node: Node) -> None:
+        if node.function is not None and node.call is None:
+            try:
+                self.executor.hint(node.function.source)
+            except Exception:  # only an optimisation
+                pass
 
     def _set(self, node: Node, status: NodeStatus, message: str = "") -> None:
         previous = node.status

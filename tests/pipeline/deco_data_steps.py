@@ -130,7 +130,7 @@ def store_step(n: int, label: str, ratio: float, flag: bool, nothing, items: lis
     return_value="result",
     args_map={"Data": ["path", "rows"]},
 )
-def storage_pipeline(n: int = 4, path: str = "data.csv", rows: int = 2, weights: list = None):  # noqa: RUF013
+def storage_pipeline(n: int = 4, path: str = "data.csv", rows: int = 2, weights: list | None = None):
     outs = store_step(
         n, path, 0.5, True, None, weights or [1, 2], table=sample_frame(rows), vec=sample_array(n)
     )
