@@ -11,7 +11,8 @@ What it guarantees and how:
 * **Many writers.** SQLite runs in WAL mode; write transactions start with ``BEGIN
   IMMEDIATE`` (so they queue on the busy timeout instead of failing on a lock upgrade) and
   readers never block writers. A lock held longer than the timeout becomes
-  ``StoreLockedError`` with what to do, and the transaction is rolled back whole.
+  ``StoreLockedError`` with what to do, and the transaction is rolled back whole. Threads of
+  one process take turns on a lock first, so they never sleep in SQLite's busy handler.
 * **Fork safety.** A forked child drops the parent's pooled connections.
 """
 
@@ -169,6 +170,8 @@ def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
     backend = ref()
     if backend is not None:
         backend.engine.dispose(close=False)
+        if backend._write_lock is not None:  # no thread of the parent came along
+            backend._write_lock = threading.RLock()
 
 
 class _Statements:
@@ -272,6 +275,10 @@ class SqlBackend:
         self._projects: dict[str, str] = {}
         self._hasher = _Hasher()
         self._ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        # SQLite allows one writer: threads of this process queue here, where the next one
+        # starts the moment the last commits, instead of in SQLite's busy handler, which
+        # sleeps 1, 2, 5, 10, 15, ... ms between tries (other processes still wait there)
+        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -294,9 +301,22 @@ class SqlBackend:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        lock = self._write_lock
         try:
-            with self._write_engine.begin() as conn:
-                yield conn
+            if lock is None:
+                with self._write_engine.begin() as conn:
+                    yield conn
+                return
+            if not lock.acquire(timeout=self.timeout):
+                raise StoreLockedError(
+                    f"another thread of this process kept the task store {self.engine.url} "
+                    f"busy for {self.timeout:g} s; nothing was written"
+                )
+            try:
+                with self._write_engine.begin() as conn:
+                    yield conn
+            finally:
+                lock.release()
         except OperationalError as exc:
             raise self._translate(exc) from exc
 
