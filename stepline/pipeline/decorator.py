@@ -863,6 +863,8 @@ class DecoratorRun(PipelineRun):
                 cached_from=st.get("cached_from") or "",
                 cache_key=st.get("cache_key") or "",
                 status_message=st.get("message") or "",
+                # its failure reached its caller, which failed with it or handled it
+                continue_on_fail=True,
             )
             self.nodes[name] = node
             with self._lock:
