@@ -17,6 +17,24 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
 
 
+_BASIC = (bool, int, float, str, type(None))
+
+
+def is_basic(value: Any) -> bool:
+    """A value that is stored as one parameter and read back as the same type: exactly a
+    bool, int, float, str or None (not a subclass), or a numpy bool or number scalar."""
+    kind = type(value)
+    if kind in _BASIC:
+        return True
+    return _is_numpy_scalar(value)
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    if type(value).__module__ != "numpy" or getattr(value, "shape", None) != ():
+        return False
+    return getattr(getattr(value, "dtype", None), "kind", "") in ("b", "i", "u", "f")
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "NoneType"
@@ -26,6 +44,8 @@ def type_name(value: Any) -> str:
 def encode(value: Any) -> tuple[str, str]:
     """(text, type name) for a Python value."""
     tname = type_name(value)
+    if _is_numpy_scalar(value):
+        return repr(value.item()), f"numpy.{tname}"
     if isinstance(value, str):
         return value, "str"
     if isinstance(value, bool):
@@ -66,7 +86,9 @@ def decode(text: str, tname: str) -> Any:
             if tname == "tuple" and isinstance(value, list):
                 value = tuple(value)
             return value
-    except (ValueError, SyntaxError):
+        if tname.startswith("numpy."):
+            return _numpy_scalar(text, tname[len("numpy.") :])
+    except (ValueError, SyntaxError, TypeError):
         return text
     return text
 
@@ -90,6 +112,19 @@ def cast_like(text: str, default: Any) -> Any:
         return type(default)(text)
     except Exception:
         return text
+
+
+def _numpy_scalar(text: str, name: str) -> Any:
+    import numpy
+
+    kind = getattr(numpy, name, None)
+    if not isinstance(kind, type) or not issubclass(kind, numpy.generic):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = float(text)  # nan, inf
+    return kind(value)
 
 
 def _to_bool(text: str) -> bool:

@@ -13,6 +13,7 @@ function's own text travels; picking up constants and same-module helpers remove
 from __future__ import annotations
 
 import ast
+import dis
 import inspect
 import os
 import textwrap
@@ -50,8 +51,15 @@ def _def_source(fn: Callable[..., Any]) -> str:
     return "\n".join(lines[node.lineno - 1 : node.end_lineno]) + "\n"
 
 
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+
+
 def _names_used(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+    """The global names the code (and the functions, lambdas and comprehensions inside it)
+    reads; attribute names (``model.train``) are not among them."""
+    names = {
+        str(ins.argval) for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_LOADS
+    }
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _names_used(const)

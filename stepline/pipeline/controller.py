@@ -430,9 +430,12 @@ class PipelineController:
             self._nodes[name].force_recompute = True
 
     # -- the DAG as stored data ------------------------------------------------------------------
+    def _dag_nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
     def _dag_config(self) -> dict[str, Any]:
         nodes = {}
-        for node in self._nodes.values():
+        for node in self._dag_nodes():
             entry: dict[str, Any] = {
                 "parents": node.parents,
                 "base_task_id": node.base_task_id,

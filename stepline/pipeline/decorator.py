@@ -310,6 +310,13 @@ class LazyResult:
     def __invert__(self) -> Any:
         return ~self._get()
 
+    def __pow__(self, other: Any, modulo: Any = None) -> Any:
+        value = self._get()
+        return pow(value, other) if modulo is None else pow(value, other, modulo)
+
+    def __rpow__(self, other: Any) -> Any:
+        return pow(other, self._get())
+
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         import numpy
 
@@ -338,7 +345,7 @@ for _name, _op in {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul,
     "matmul": operator.matmul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "divmod": divmod,
-    "pow": operator.pow, "lshift": operator.lshift, "rshift": operator.rshift,
+    "lshift": operator.lshift, "rshift": operator.rshift,
     "and": operator.and_, "xor": operator.xor, "or": operator.or_,
 }.items():  # fmt: skip
     _fwd, _rev = _binary(_op)
@@ -894,6 +901,8 @@ class PipelineDecorator(PipelineController):
         self._nesting: set[str] = set()
         self._control: dict[str, None] = {}  #: steps the logic waited for, not yet parents
         self._taken: set[str] = set()  #: step names given out
+        #: every node the logic added, in order (the scheduler's dict gets them a moment later)
+        self._added: dict[str, Node] = {}
 
     # -- the class-level API -----------------------------------------------------------------
     @classmethod
@@ -1121,6 +1130,9 @@ class PipelineDecorator(PipelineController):
         workers = spec.max_workers
         return InProcessExecutor(workers) if self._mode == "debug" else ProcessExecutor(workers)
 
+    def _dag_nodes(self) -> list[Node]:
+        return list({**self._added, **self._nodes}.values())
+
     def _definition_hash(self, dag: Mapping[str, Any]) -> str:
         import hashlib
 
@@ -1305,6 +1317,7 @@ class PipelineDecorator(PipelineController):
             node.call = comp.fn
         if comp.nests:
             self._nesting.add(name)
+        self._added[name] = node
         scheduler.add_node(node)
         if isinstance(self._pipeline_run, DecoratorRun):
             self._pipeline_run.dag_changed()
@@ -1327,6 +1340,7 @@ class PipelineDecorator(PipelineController):
         parents = list(dict.fromkeys([*steps, *self._control]))
         self._control.clear()
         node = Node(name=name, parents=parents, job_type="pipeline")
+        self._added[name] = node
         scheduler.add_node(node)
         if isinstance(self._pipeline_run, DecoratorRun):
             self._pipeline_run.dag_changed()

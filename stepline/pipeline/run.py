@@ -35,7 +35,7 @@ from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, FunctionSpec, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
-from stepline.pipeline.runner import BASIC, KWARGS, KWARGS_ARTIFACTS, RETURN
+from stepline.pipeline.runner import KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.task import Task
 
 # runtime properties of step tasks
@@ -612,17 +612,23 @@ def function_script(fs: FunctionSpec) -> dict[str, Any]:
 
 
 def is_param_value(value: Any) -> bool:
-    """Basic values, and lists/dicts of them, travel as parameters; anything else as an
-    artifact."""
-    if isinstance(value, BASIC):
+    """Basic values, and lists/dicts of them that JSON gives back unchanged, travel as
+    parameters; anything else (``{1: "a"}``, ``[(1, 2)]``, objects) as an artifact."""
+    if pv.is_basic(value):
         return True
-    if isinstance(value, (list, tuple, dict)):
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            return False
-        return True
-    return False
+    kind = type(value)
+    if kind not in (list, tuple, dict):
+        return False
+    try:
+        back = json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return False
+    if kind is tuple:
+        back = tuple(back)
+    try:
+        return bool(back == value)
+    except Exception:
+        return False
 
 
 def node_state(node: Node) -> dict[str, Any]:

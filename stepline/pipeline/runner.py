@@ -39,7 +39,6 @@ from stepline.sdk.task import ENV_TASK_ID, Task
 KWARGS = "kwargs"
 KWARGS_ARTIFACTS = "kwargs_artifacts"
 RETURN = "return"
-BASIC = (bool, int, float, str, type(None))
 
 _compiled: dict[str, Any] = {}
 _compiled_lock = threading.Lock()
@@ -144,7 +143,7 @@ def store_results(task: Task, script: dict[str, Any], result: Any) -> dict[str, 
     params: list[Param] = []
     basic: dict[str, Any] = {}
     for name, value in zip(names, values[: len(names)], strict=True):
-        if isinstance(value, BASIC):
+        if pv.is_basic(value):
             params.append(Task._param(RETURN, name, value))
             basic[name] = value
         else:

@@ -94,6 +94,11 @@ def make_values(n: int, point):
     )
 
 
+@PipelineDecorator.component(return_values=["names"])
+def kinds(items: list):
+    return [type(v).__name__ for v in items]
+
+
 LITERALS = {
     "i": 2**40 + 1,
     "f": 2.0,
@@ -113,14 +118,18 @@ def types_pipeline(n: int = 3):
     direct = describe_args(frame=sample_frame(2), arr=sample_array(4), point=point, **LITERALS)
     values = make_values(n, point)
     via_refs = describe_args(*values)
-    return {"direct": direct, "via_refs": via_refs, "values": list(values)}
+    listed = kinds([values[9], values[10], values[0], values[11]])
+    return {"direct": direct, "via_refs": via_refs, "values": list(values), "kinds": listed}
 
 
 # -- where values are stored -------------------------------------------------------------------
-@PipelineDecorator.component(return_values=["count", "name", "ratio", "flag", "nothing", "frame",
-                                            "arr", "items"], task_type="training")  # fmt: skip
+@PipelineDecorator.component(
+    return_values=["count", "name", "ratio", "flag", "nothing", "frame", "arr", "items"],
+    task_type="training",
+    tags=["stored"],
+)
 def store_step(n: int, label: str, ratio: float, flag: bool, nothing, items: list, table, vec):
-    return n + 1, label.upper(), ratio / 2, not flag, nothing, table, vec * 2, items + [n]
+    return n + 1, label.upper(), ratio / 2, not flag, nothing, table, vec * 2, [*items, n]
 
 
 @PipelineDecorator.pipeline(
@@ -129,8 +138,12 @@ def store_step(n: int, label: str, ratio: float, flag: bool, nothing, items: lis
     version="2.0",
     return_value="result",
     args_map={"Data": ["path", "rows"]},
+    target_project=f"{PROJECT}/steps",
+    add_pipeline_tags=True,
 )
-def storage_pipeline(n: int = 4, path: str = "data.csv", rows: int = 2, weights: list | None = None):
+def storage_pipeline(
+    n: int = 4, path: str = "data.csv", rows: int = 2, weights: list | None = None
+):
     outs = store_step(
         n, path, 0.5, True, None, weights or [1, 2], table=sample_frame(rows), vec=sample_array(n)
     )
@@ -227,10 +240,8 @@ def dag_pipeline(n: int = 3):
     base = dag_source(n)
     squares = [dag_square(base, i) for i in range(n)]
     total = dag_sum(squares)  # a list of results: built when the step launches
-    if total > 5:  # the logic waits for dag_sum: the next call depends on it
-        extra = dag_source(100)
-    else:
-        extra = dag_source(-1)
+    # using the value makes the logic wait for dag_sum: the next call depends on it
+    extra = dag_source(100) if total > 5 else dag_source(-1)
     seen = dag_peek(total)
     return {"total": total, "extra": extra, "seen": seen}
 
@@ -286,3 +297,48 @@ def compare_pipeline(rows: int = 4, scale: float = 2.0):
     frame, stats, k = prepare(rows, scale)
     out, arr = consume(frame, stats, k, extra=[k, rows])
     return {"out": out, "arr": arr, "k": k, "first": float(arr[0])}
+
+
+# -- bugs: minimal repros (see the xfail tests) ------------------------------------------------
+@PipelineDecorator.component(return_values=["m"])
+def average(n: int):
+    import numpy as np
+
+    arr = np.arange(n, dtype=np.float64)
+    return arr.sum() / len(arr)  # a numpy.float64, a subclass of float
+
+
+@PipelineDecorator.component(return_values=["desc"])
+def kind_and_double(x):
+    return [type(x).__name__, x * 2]
+
+
+@PipelineDecorator.pipeline(name="np-float", project=PROJECT, return_value="result")
+def numpy_float_pipeline(n: int = 4):
+    m = average(n)
+    return {"step": kind_and_double(m), "logic": m}
+
+
+@PipelineDecorator.component(return_values=["desc"])
+def kind_and_value(x):
+    return [type(x).__name__, x]
+
+
+@PipelineDecorator.pipeline(name="lossy", project=PROJECT, return_value="result")
+def lossy_pipeline():
+    return {
+        "int_keys": kind_and_value({1: "a", 2: "b"}),
+        "tuple_in_list": kind_and_value([(1, 2)]),
+    }
+
+
+@PipelineDecorator.component(return_values=["m"])
+def mean(values: list):
+    import statistics
+
+    return statistics.mean(values)
+
+
+@PipelineDecorator.pipeline(name="mean", project=PROJECT, return_value="result")
+def mean_pipeline():
+    return mean([1.0, 2.0, 3.0])
