@@ -589,7 +589,9 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
     caller = runtime.get(RT_STEP) or step.name
     base = f"{caller}_{comp.step_name}"
     with _nested_lock:
-        names = _nested_names.setdefault(step.id, [])
+        if step.id not in _nested_names:  # a retry runs in a new process: names stay unique
+            _nested_names[step.id] = list(json.loads(runtime.get(RT_NESTED) or "[]"))
+        names = _nested_names[step.id]
         name, n = base, 0
         while name in names:
             n += 1
@@ -1132,6 +1134,10 @@ class PipelineDecorator(PipelineController):
 
     def _dag_nodes(self) -> list[Node]:
         return list({**self._added, **self._nodes}.values())
+
+    def get_pipeline_dag(self) -> dict[str, Node]:
+        """Every step so far, those the logic has just called included."""
+        return {node.name: node for node in self._dag_nodes()}
 
     def _definition_hash(self, dag: Mapping[str, Any]) -> str:
         import hashlib

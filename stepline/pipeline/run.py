@@ -33,7 +33,7 @@ from stepline.core.records import (
 from stepline.core.status import TaskStatus
 from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
-from stepline.pipeline.dag import FINAL, FunctionSpec, Node, NodeStatus, _Job
+from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
 from stepline.pipeline.runner import KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.task import Task
@@ -178,6 +178,10 @@ class PipelineRun:
                 )
             return getattr(model, ref.field)
         if ref.kind == "return":
+            node = self.nodes[ref.step]
+            if node.status not in SUCCEEDED:
+                # a failed step whose children run anyway (skip_children_on_fail=False)
+                return None
             known, value = runner.returned(task_id, ref.name)
             if known:
                 return value

@@ -2,25 +2,26 @@
 
 Components live at module level: in local mode a component's source (plus this module's
 imports, the literal constants it reads and the same-module helpers it calls) is stored and run
-in a forked child, so a component may use only its arguments, imports, literal constants and
+in a forked child, so a component uses only its arguments, imports, literal constants and
 helpers. Steps that must overlap or wait poll for marker files in a folder passed to them as an
 argument, with a deadline, so every test waits for an event, never for a sleep.
 
-The pipeline functions take a ``seen`` dict that the logic fills in with what it observed
-(proxies' types, values, the running pipeline); the tests read it after the run, even when the
-run raised.
+Most pipeline functions take a ``seen`` dict that the logic fills in with what it observed
+(proxies' types and values, the running pipeline); the tests read it after the run, even when
+the run raised.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from stepline.automation.controller import PipelineDecorator
-from stepline.pipeline.decorator import LazyResult, StepFailedError
+from stepline.pipeline.decorator import StepFailedError
 
 PROJECT = "deco-exec-tests"
-WAIT = 20.0  # seconds a step waits for a marker before giving up
+WAIT = 20.0  # seconds a step (or the logic) waits for a marker before giving up
 HOLD = 90.0  # seconds a held step waits for the test to release it
 
 
@@ -40,31 +41,57 @@ def _touch(path, text=""):
     os.replace(tmp, path)
 
 
-def touch_marker(path):
-    """Used by the pipeline logic (not a component)."""
-    _touch(path)
-
-
-# -- callbacks (run by the controller, in the test process) ----------------------------------
+# -- callbacks and rules (run by the controller, in the test process) ------------------------
 def never(pipeline, node, params):
+    """pre_execute_callback: do not run the step."""
     return False
+
+
+class GatedRule:
+    """A ``retry_on_failure`` rule that never retries. ``isinstance(rule, int)`` reads its
+    ``__class__``: when the pipeline's DAG writer thread does so (while it turns the DAG into
+    JSON), the rule holds that thread until ``release`` is set, so a test can add a step while
+    the writer is in the middle of the DAG."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.held_thread = ""
+
+    def __call__(self, pipeline, node, retries):
+        return False
+
+    @property  # type: ignore[misc]
+    def __class__(self):
+        if not self.release.is_set() and not self.entered.is_set():
+            self.held_thread = threading.current_thread().name
+            self.entered.set()
+            self.release.wait(WAIT)
+        return GatedRule
+
+
+gated_rule = GatedRule()
 
 
 # -- components ------------------------------------------------------------------------------
 @PipelineDecorator.component(return_values=["who"])
 def rendezvous(folder, me, other):
-    """Records its start and end times; succeeds only if ``other`` runs at the same time."""
-    _touch(os.path.join(folder, "start-" + me), repr(time.time()))
+    """Records its start and end times (and pid); succeeds only if ``other`` runs meanwhile."""
+    _touch(os.path.join(folder, "start-" + me), f"{time.time()!r} {os.getpid()}")
     _wait_for(os.path.join(folder, "start-" + other), WAIT)
-    _touch(os.path.join(folder, "end-" + me), repr(time.time()))
+    _touch(os.path.join(folder, "end-" + me), f"{time.time()!r} {os.getpid()}")
     return me
 
 
 @PipelineDecorator.component(return_values=["value"])
 def wait_then_return(folder, marker, value):
-    """Returns ``value`` once the marker file exists (written by the logic after the call)."""
+    """Returns ``value`` once the marker file exists (the logic writes it after the call)."""
+    _touch(os.path.join(folder, "started-" + marker))
     _wait_for(os.path.join(folder, marker), WAIT)
-    _touch(os.path.join(folder, "ended-" + marker), repr(time.time()))
+    _touch(os.path.join(folder, "ended-" + marker))
     return value
 
 
@@ -100,6 +127,12 @@ def increment(x):
     return x + 1
 
 
+@PipelineDecorator.component(return_values=["number"], name="increment_1")
+def increment_by_100(x):
+    """Named like the second call of ``increment``."""
+    return x + 100
+
+
 @PipelineDecorator.component(return_values=["number"])
 def square(x):
     return x * x
@@ -127,6 +160,14 @@ def boom(message):
 
 @PipelineDecorator.component(return_values=["value"], continue_on_fail=True)
 def tolerated_boom(message):
+    raise ValueError(message)
+
+
+@PipelineDecorator.component(
+    return_values=["value"],
+    continue_behaviour={"continue_on_fail": True, "skip_children_on_fail": False},
+)
+def boom_but_run_children(message):
     raise ValueError(message)
 
 
@@ -165,9 +206,32 @@ def square_plus_one(x):
     return square(x) + 1
 
 
+@PipelineDecorator.component(return_values=["number"])
+def sum_of_squares(a, b):
+    """Calls the same component twice: two nested steps."""
+    return square(a) + square(b)
+
+
+@PipelineDecorator.component(return_values=["number"], retry_on_failure=1)
+def nests_then_fails_once(folder, x):
+    """Calls ``square`` as a nested step, then fails on its first attempt."""
+    y = square(x)
+    marker = os.path.join(folder, "nested-failed-once")
+    if not os.path.exists(marker):
+        _touch(marker)
+        raise RuntimeError("the first attempt fails after its nested step")
+    return y
+
+
+@PipelineDecorator.component(return_values=["number"], retry_on_failure=gated_rule)
+def gated_number(x):
+    return x
+
+
 # -- pipelines -------------------------------------------------------------------------------
 @PipelineDecorator.pipeline(name="parallel", project=PROJECT, version="1.0", max_workers=2)
 def parallel_logic(folder, seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
     left = rendezvous(folder, "left", "right")
     right = rendezvous(folder, "right", "left")
     seen["who"] = [str(left), str(right)]
@@ -178,56 +242,73 @@ def parallel_logic(folder, seen):
 )
 def lazy_logic(folder, seen):
     waiting = wait_then_return(folder, "go", 7)
+    # the call returned: the step is still waiting for the marker only this code writes
     seen["proxy_type"] = type(waiting)
-    seen["returned_before_end"] = not os.path.exists(os.path.join(folder, "ended-go"))
-    touch_marker(os.path.join(folder, "go"))
-    seen["ops"] = {
-        "add": waiting + 1,
-        "radd": 1 + waiting,
-        "mul": waiting * 2,
-        "sub": 10 - waiting,
-        "truediv": waiting / 2,
-        "neg": -waiting,
-        "eq": waiting == 7,
-        "ne": waiting != 7,
-        "lt": waiting < 8,
-        "bool": bool(waiting),
-        "str": str(waiting),
-        "format": f"<{waiting:03d}>",
-        "int": int(waiting),
-        "isinstance_int": isinstance(waiting, int),
-        "isinstance_str": isinstance(waiting, str),
-    }
+    seen["step_ended_at_return"] = os.path.exists(os.path.join(folder, "ended-go"))
+    _wait_for(os.path.join(folder, "started-go"), WAIT)
+    seen["step_running_at_return"] = not os.path.exists(os.path.join(folder, "ended-go"))
+    _touch(os.path.join(folder, "go"))
+    return waiting + 1
+
+
+@PipelineDecorator.pipeline(
+    name="operators", project=PROJECT, version="1.0", return_value="result", max_workers=2
+)
+def operators_logic(seen):
+    seven = make_number(7)
     items = make_list(4)
     mapping = make_dict("k", "v")
     text = make_text("hello")
     zero = make_number(0)
     low, high = split(10)
-    seen["pair_types"] = [type(low), type(high)]
-    seen["ops"].update(
-        {
-            "iter": list(items),
-            "index": items[2],
-            "slice": items[1:3],
-            "len": len(items),
-            "contains": 3 in items,
-            "getitem_key": mapping["k"],
-            "method": text.upper(),
-            "isinstance_list": isinstance(items, list),
-            "isinstance_dict": isinstance(mapping, dict),
-            "bool_zero": bool(zero),
-            "low": low + 0,
-            "high": high + 0,
-        }
-    )
-    # proxies passed on: dependencies, no value loaded here
+    seen["types"] = [type(p).__name__ for p in (seven, items, low, high)]
+    seen["ops"] = {
+        "add": seven + 1,
+        "radd": 1 + seven,
+        "mul": seven * 2,
+        "rsub": 10 - seven,
+        "truediv": seven / 2,
+        "floordiv": seven // 2,
+        "mod": seven % 4,
+        "pow": seven**2,
+        "neg": -seven,
+        "abs": abs(-seven),
+        "eq": seven == 7,
+        "ne": seven != 7,
+        "lt": seven < 8,
+        "ge": seven >= 8,
+        "bool": bool(seven),
+        "bool_zero": bool(zero),
+        "not_zero": not zero,
+        "str": str(seven),
+        "repr": repr(text),
+        "format": f"<{seven:03d}>",
+        "int": int(seven),
+        "float": float(seven),
+        "index": [10, 20, 30, 40, 50, 60, 70, 80][seven],
+        "isinstance_int": isinstance(seven, int),
+        "isinstance_str": isinstance(seven, str),
+        "iter": list(items),
+        "getitem": items[2],
+        "slice": items[1:3],
+        "len": len(items),
+        "contains": 3 in items,
+        "not_contains": 9 in items,
+        "key": mapping["k"],
+        "method": text.upper(),
+        "isinstance_list": isinstance(items, list),
+        "isinstance_dict": isinstance(mapping, dict),
+        "low": low + 0,
+        "high": high + 0,
+    }
+    # proxies passed on to another step: dependencies, loaded by that step
     return add(low, high)
 
 
 @PipelineDecorator.pipeline(name="step-fails", project=PROJECT, version="1.0")
 def failing_value_used_logic(seen):
     bad = boom("kaboom-1234")
-    seen["reached"] = True
+    seen["call_returned"] = True
     return bad + 1
 
 
@@ -239,32 +320,42 @@ def failing_value_caught_logic(seen):
     except StepFailedError as exc:
         seen["error"] = exc
     child = increment(bad)
-    seen["child"] = child == None  # noqa: E711 (the proxy compares its value)
-    seen["child_value"] = child._get()
+    seen["child_is_none"] = child == None  # noqa: E711 (the proxy compares its value)
+    seen["child_str"] = str(child)
     other = make_number(5)
     seen["other"] = other + 0
-    return "done"
+    return "logic done"
+
+
+@PipelineDecorator.pipeline(name="tolerated", project=PROJECT, version="1.0", return_value="result")
+def tolerated_logic(seen):
+    bad = tolerated_boom("tolerated-99")
+    child = increment(bad)
+    seen["bad_is_none"] = bad == None  # noqa: E711
+    seen["bad_str"] = str(bad)
+    good = make_number(3)
+    return [bad, child, good]
 
 
 @PipelineDecorator.pipeline(
-    name="tolerated", project=PROJECT, version="1.0", return_value="result"
+    name="run-children", project=PROJECT, version="1.0", return_value="result"
 )
-def tolerated_logic(seen):
-    bad = tolerated_boom("tolerated-99")
-    seen["bad_is_none"] = bad == None  # noqa: E711
-    good = make_number(3)
-    return [bad, good]
+def run_children_logic(seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
+    bad = boom_but_run_children("soft-77")
+    child = make_number(bad)
+    return [bad, child]
 
 
 @PipelineDecorator.pipeline(
     name="abort", project=PROJECT, version="1.0", abort_on_failure=True, max_workers=2
 )
 def abort_logic(folder, seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
     slow = hold(folder, "slow")
     fail_after_started(folder, "slow", "fatal-5678")
-    after = increment(slow)
-    seen["names"] = ["hold", "fail_after_started", "increment"]
-    return after
+    increment(slow)
+    seen["logic_returned"] = True
 
 
 @PipelineDecorator.pipeline(name="logic-raises", project=PROJECT, version="1.0")
@@ -279,7 +370,7 @@ def raising_logic(seen):
 @PipelineDecorator.pipeline(name="unused-failure", project=PROJECT, version="1.0")
 def unused_failure_logic(seen):
     boom("nobody-looks-9")
-    seen["returned"] = True
+    seen["logic_returned"] = True
     return 1
 
 
@@ -295,14 +386,25 @@ def loop_logic(n, seen):
             results.append(square(v))
         else:
             results.append(v)
-    seen["dag_during_run"] = sorted(seen["pipeline"].get_pipeline_dag())
     return total(results)
+
+
+@PipelineDecorator.pipeline(name="names", project=PROJECT, version="1.0", return_value="result")
+def names_logic(seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
+    first = [increment(i) for i in range(2)]
+    named = increment_by_100(1)
+    last = increment(10)
+    return [*first, named, last]
 
 
 @PipelineDecorator.pipeline(name="nesting", project=PROJECT, version="1.0", return_value="result")
 def nesting_logic(x, seen):
     seen["pipeline"] = PipelineDecorator.get_current_pipeline()
-    return square_plus_one(x) * 1
+    first = square_plus_one(x)
+    second = square_plus_one(x + 1)
+    both = sum_of_squares(x, x + 1)
+    return [first, second, both]
 
 
 @PipelineDecorator.pipeline(
@@ -322,20 +424,23 @@ def outer_logic(x, seen):
 
 
 @PipelineDecorator.pipeline(
-    name="thousand", project=PROJECT, version="1.0", return_value="result", max_workers=2
+    name="thousand", project=PROJECT, version="1.0", return_value="result", max_workers=16
 )
-def thousand_logic(n):
+def thousand_logic(n, seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
     values = [one(i) for i in range(n)]
-    return total(values) + 0
+    return total(values)
 
 
 @PipelineDecorator.pipeline(name="retry", project=PROJECT, version="1.0", return_value="result")
-def retry_logic(folder):
-    return fail_once(folder) + ""
+def retry_logic(folder, seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
+    return fail_once(folder)
 
 
 @PipelineDecorator.pipeline(name="callbacks", project=PROJECT, version="1.0", return_value="result")
 def callback_logic(seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
     skipped = never_runs(5)
     child = increment(skipped)
     other = make_number(2)
@@ -344,4 +449,41 @@ def callback_logic(seen):
     return [skipped, child, other]
 
 
-__all__ = ["LazyResult"]
+# -- pipelines that show bugs (see the xfail tests) ------------------------------------------
+@PipelineDecorator.pipeline(name="dag-at-once", project=PROJECT, version="1.0")
+def dag_at_once_logic(seen):
+    pipe = PipelineDecorator.get_current_pipeline()
+    seen["in_dag_at_return"] = []
+    for i in range(5):
+        make_number(i)
+        name = "make_number" if i == 0 else f"make_number_{i}"
+        seen["in_dag_at_return"].append(name in pipe.get_pipeline_dag())
+    deadline = time.monotonic() + WAIT
+    while len(pipe.get_pipeline_dag()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    seen["in_dag_later"] = sorted(pipe.get_pipeline_dag())
+
+
+@PipelineDecorator.pipeline(
+    name="dag-writer", project=PROJECT, version="1.0", return_value="result"
+)
+def dag_writer_logic(seen):
+    pipe = PipelineDecorator.get_current_pipeline()
+    first = gated_number(1)
+    # the DAG writer is now stopped in the middle of the DAG (see GatedRule)
+    seen["writer_held"] = gated_rule.entered.wait(WAIT)
+    second = make_number(2)
+    deadline = time.monotonic() + WAIT
+    while "make_number" not in pipe.get_pipeline_dag() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    seen["added_while_held"] = "make_number" in pipe.get_pipeline_dag()
+    gated_rule.release.set()
+    return [first, second]
+
+
+@PipelineDecorator.pipeline(
+    name="nested-retry", project=PROJECT, version="1.0", return_value="result"
+)
+def nested_retry_logic(folder, seen):
+    seen["pipeline"] = PipelineDecorator.get_current_pipeline()
+    return nests_then_fails_once(folder, 3)
