@@ -57,9 +57,7 @@ _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 def _names_used(code: types.CodeType) -> set[str]:
     """The global names the code (and the functions, lambdas and comprehensions inside it)
     reads; attribute names (``model.train``) are not among them."""
-    names = {
-        str(ins.argval) for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_LOADS
-    }
+    names = {str(ins.argval) for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_LOADS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _names_used(const)
