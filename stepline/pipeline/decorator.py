@@ -802,28 +802,16 @@ class DecoratorRun(PipelineRun):
             local=_InnerPipeline(pipe, args, kwargs, spec.return_value or DEFAULT_RETURN),
         )
 
-    def _function_params(self, node: Node, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _input(self, node: Node, arg: str, raw: Any, where: str) -> Any:
         assert node.function is not None
         if node.function.references:
-            return super()._function_params(node, where)
-        values: dict[str, Any] = {}
-        key_values: dict[str, Any] = {}
-        for arg, raw in node.function.kwargs.items():
-            if type(raw) is StepOutput:
-                value = self.resolve(raw.ref(), where)
-            elif type(raw) is _Deferred:
-                value = self._build(raw.value, where)
-                if not is_param_value(value):
-                    value = self._store_input(node, arg, value)
-            else:
-                value = raw
-            if isinstance(value, ArtifactInput):
-                values[f"{runner.KWARGS_ARTIFACTS}/{arg}"] = value.ref
-                key_values[f"{runner.KWARGS_ARTIFACTS}/{arg}"] = f"sha256:{value.hash}"
-            else:
-                values[f"{runner.KWARGS}/{arg}"] = value
-                key_values[f"{runner.KWARGS}/{arg}"] = value
-        return values, key_values
+            return super()._input(node, arg, raw, where)
+        if type(raw) is StepOutput:
+            return self.resolve(raw.ref(), where)
+        if type(raw) is _Deferred:
+            value = self._build(raw.value, where)
+            return value if is_param_value(value) else self._store_input(node, arg, value)
+        return raw
 
     def _build(self, value: Any, where: str) -> Any:
         kind = type(value)

@@ -285,7 +285,7 @@ class PipelineRun:
         values: dict[str, Any] = {}
         key_values: dict[str, Any] = {}
         for arg, raw in node.function.kwargs.items():
-            value = substitute(raw, lambda r: self.resolve(r, where), where)
+            value = self._input(node, arg, raw, where)
             if isinstance(value, ArtifactInput):
                 values[f"{KWARGS_ARTIFACTS}/{arg}"] = value.ref
                 key_values[f"{KWARGS_ARTIFACTS}/{arg}"] = f"sha256:{value.hash}"
@@ -293,6 +293,10 @@ class PipelineRun:
                 values[f"{KWARGS}/{arg}"] = value
                 key_values[f"{KWARGS}/{arg}"] = value
         return values, key_values
+
+    def _input(self, node: Node, arg: str, raw: Any, where: str) -> Any:
+        """The value of one argument of a function step, its references resolved."""
+        return substitute(raw, lambda r: self.resolve(r, where), where)
 
     def _base_task(self, node: Node) -> TaskRecord:
         if node.task_factory_func is not None:
