@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from stepline.backend import Backend
+from stepline.core import params as pv
 from stepline.core.errors import ArtifactNotFoundError, StepLineError, ValidationError
 from stepline.core.records import ConfigObject, NewTask, Param, TaskFilter
 from stepline.core.status import TaskStatus, TaskTypes
@@ -158,8 +159,6 @@ def load_return(backend: Backend, task_id: str, name: str, step: str) -> Any:
     params = backend.get_params(task_id)
     for p in params:
         if p.section == runner.RETURN and p.name == name:
-            from stepline.core import params as pv
-
             return pv.decode(p.value, p.type)
     recs = backend.get_artifacts(task_id)
     for rec in recs:
@@ -317,6 +316,11 @@ class LazyResult:
     def __rpow__(self, other: Any) -> Any:
         return pow(other, self._get())
 
+    def __fspath__(self) -> Any:
+        import os
+
+        return os.fspath(self._get())
+
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         import numpy
 
@@ -453,9 +457,7 @@ class Component:
         step = _running_step()
         if step is not None:
             return _run_nested(step, self, args, kwargs)
-        owner = PipelineDecorator._fallback_pipeline()
-        if owner is not None:
-            return owner._call_component(self, args, kwargs)
+        # not in a pipeline's logic or a step (another thread, or no pipeline): a plain call
         return self.fn(*args, **kwargs)
 
     def code(self) -> StepCode:
@@ -660,6 +662,8 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
     state["nested_in"] = caller
     backend.set_runtime(pipe_id, {RT_NODE + name: json.dumps(state)})
     if node.status not in SUCCEEDED:
+        if comp.options.continue_on_fail:
+            return None if len(spec.returns) <= 1 else (None,) * len(spec.returns)
         raise StepFailedError(
             f'Pipeline step "{name}", Task ID={task_id} failed: {node.status_message}'
         )
@@ -1259,12 +1263,11 @@ class PipelineDecorator(PipelineController):
                 found: dict[str, None] = {}
                 kwargs[arg] = _Deferred(_to_outputs(value, found), list(found))
                 steps.update(found)
-            elif is_param_value(value):
-                kwargs[arg] = (
-                    json.loads(json.dumps(value))
-                    if not isinstance(value, tuple)
-                    else (tuple(json.loads(json.dumps(list(value)))))
-                )
+            elif pv.is_basic(value):
+                kwargs[arg] = value
+            elif is_param_value(value):  # a copy: the caller may change its list later
+                copy = json.loads(json.dumps(value))
+                kwargs[arg] = tuple(copy) if type(value) is tuple else copy
             else:
                 kwargs[arg] = self._store_input(f"{node_name}.{arg}", value)
         return kwargs, list(steps)

@@ -101,7 +101,7 @@ class PipelineRun:
             self._wake.clear()
             try:
                 self.flush()
-            except StepLineError as exc:
+            except Exception as exc:  # the writer must outlive any one failed write
                 self.log(f"could not record the steps' state: {exc}")
             if self._closing:
                 return
@@ -472,6 +472,8 @@ class PipelineRun:
         assert isinstance(node.executed, str)
         self.backend.set_status(node.executed, TaskStatus.created, message="retrying")
         self.backend.set_runtime(node.executed, {RT_RETRIES: str(node.retries)})
+        if node.call is not None and self.start_in_progress:  # debug mode: the user's function
+            runner.hand_over(self.backend.get_task(node.executed), None, node.call)
         self.log(f"step {node.name}: retry {node.retries} of task {node.executed}")
 
     def end_task(self, node: Node, status: TaskStatus, reason: str) -> None:
@@ -512,8 +514,9 @@ class PipelineRun:
         if not dirty:
             return
         values = {RT_NODE + name: json.dumps(node_state(node)) for name, node in dirty.items()}
-        done = sum(1 for n in self.nodes.values() if n.status in FINAL)
-        values["progress"] = str(int(100 * done / len(self.nodes)) if self.nodes else 100)
+        nodes = list(self.nodes.values())  # the scheduler may add nodes meanwhile
+        done = sum(1 for n in nodes if n.status in FINAL)
+        values["progress"] = str(int(100 * done / len(nodes)) if nodes else 100)
         self.backend.set_runtime(self.task.id, values)
 
     def on_finished(self, node: Node) -> None:

@@ -171,9 +171,10 @@ def call_function_step(
 def _failure_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, NameError):
-        text += (
-            "\nhint: a step runs its stored code, without the globals of the module that "
-            "defined it; import inside the function or pass helper_functions=[...]\n"
+        # before the traceback: its last line (the error itself) is what a step's status shows
+        text = (
+            "hint: a step runs its stored code, without the globals of the module that "
+            "defined it; import inside the function or pass helper_functions=[...]\n" + text
         )
     return text
 
