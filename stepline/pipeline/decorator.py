@@ -29,6 +29,7 @@ import inspect
 import json
 import operator
 import re
+import sys
 import threading
 import time
 import traceback
@@ -39,15 +40,15 @@ from typing import Any, ClassVar
 from stepline.backend import Backend
 from stepline.core import params as pv
 from stepline.core.errors import ArtifactNotFoundError, StepLineError, ValidationError
-from stepline.core.records import ConfigObject, NewTask, Param, TaskFilter
+from stepline.core.records import ConfigObject, NewTask, Param
 from stepline.core.status import TaskStatus, TaskTypes
 from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts
 from stepline.pipeline.code import StepCode, build_step_code
-from stepline.pipeline.controller import CONFIG_DAG, PipelineController, _packages
+from stepline.pipeline.controller import _NAME, CONFIG_DAG, PipelineController, _packages
 from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus
 from stepline.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
-from stepline.pipeline.references import Ref
+from stepline.pipeline.references import PIPELINE, Ref
 from stepline.pipeline.run import (
     RT_CACHE_KEY,
     RT_CACHE_PARTS,
@@ -57,11 +58,12 @@ from stepline.pipeline.run import (
     RT_STEP,
     ArtifactInput,
     PipelineRun,
+    find_cached,
     function_script,
     is_param_value,
     node_state,
 )
-from stepline.pipeline.scheduler import Launch
+from stepline.pipeline.scheduler import Launch, last_line
 from stepline.sdk.artifacts import Artifact
 from stepline.sdk.task import ARGS_SECTION, Task
 
@@ -74,7 +76,6 @@ RT_NESTED_IN = "_nested_in"
 DAG_INTERVAL = 0.5
 DEFAULT_RETURN = "return_object"
 _STEP_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
-_NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 #: ``_ctx.pipeline``: the pipeline whose logic runs in this thread
 _ctx = threading.local()
@@ -609,7 +610,7 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
         else:
             art = f"{name}.{arg}"
             step.upload_artifact(art, value, wait_on_upload=True)
-            rec = next(r for r in backend.get_artifacts(step.id) if r.name == art)
+            rec = step.artifacts[art].record
             p = Task._param(runner.KWARGS_ARTIFACTS, arg, f"{step.id}/{art}")
             key_params[p.key] = f"str:sha256:{rec.hash}"
         params.append(p)
@@ -619,10 +620,10 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
     key = cache_key(parts)
     node = Node(name=name, parents=[caller], job_type="function", cache_key=key)
     node.job_started = time.time()
-    hit = _cache_hit(backend, key) if comp.options.cache else None
+    hit = find_cached(backend, key) if comp.options.cache else None
     if hit is not None:
-        task_id, status, failure = hit, TaskStatus.completed, ""
-        node.cached_from = hit
+        task_id, status, failure = hit.id, TaskStatus.completed, ""
+        node.cached_from = hit.id
         node.status = NodeStatus.cached
     else:
         record = backend.create_task(
@@ -657,7 +658,7 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
     node.executed = task_id
     node.job_ended = time.time()
     if failure:
-        node.status_message = _last_line(failure)
+        node.status_message = last_line(failure)
     state = node_state(node)
     state["nested_in"] = caller
     backend.set_runtime(pipe_id, {RT_NODE + name: json.dumps(state)})
@@ -672,28 +673,6 @@ def _run_nested(step: Task, comp: Component, args: Sequence[Any], kwargs: Mappin
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
-
-
-def _cache_hit(backend: Backend, key: str) -> str | None:
-    found = backend.find_tasks(
-        TaskFilter(
-            runtime={RT_CACHE_KEY: key},
-            status=[TaskStatus.completed],
-            archived=False,
-            order_by="-created",
-            limit=1,
-        )
-    )
-    return found[0].id if found else None
-
-
-def _step_name_ok(name: str) -> bool:
-    return bool(_NAME_OK.match(name)) and name != "pipeline"
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 # -- the pipeline ----------------------------------------------------------------------------
@@ -814,7 +793,7 @@ class DecoratorRun(PipelineRun):
             return self.resolve(raw.ref(), where)
         if type(raw) is _Deferred:
             value = self._build(raw.value, where)
-            return value if is_param_value(value) else self._store_input(node, arg, value)
+            return value if is_param_value(value) else self.store_input(node.name, arg, value)
         return raw
 
     def _build(self, value: Any, where: str) -> Any:
@@ -829,9 +808,6 @@ class DecoratorRun(PipelineRun):
         if kind is dict:
             return {k: self._build(v, where) for k, v in value.items()}
         return value
-
-    def _store_input(self, node: Node, arg: str, value: Any) -> ArtifactInput:
-        return self.pipeline._store_input(f"{node.name}.{arg}", value)
 
     def on_finished(self, node: Node) -> None:
         try:
@@ -938,7 +914,7 @@ class PipelineDecorator(PipelineController):
     ) -> Any:
         """Make a function a pipeline step. ``return_values`` names its results (one name:
         one value; several: a tuple, unpacked into one result per name)."""
-        if name is not None and not _step_name_ok(name):
+        if name is not None and (not _NAME.match(name) or name == PIPELINE):
             raise ValidationError(
                 f"component name {name!r} must be letters, digits, '_', '-' or '.'"
             )
@@ -1208,7 +1184,7 @@ class PipelineDecorator(PipelineController):
             self._logic_failure = f"the pipeline function raised {type(exc).__name__}: {exc}"
             self._scheduler.stop(self._logic_failure, failed=True)
         finally:
-            for stream in (__import__("sys").stdout, __import__("sys").stderr):
+            for stream in (sys.stdout, sys.stderr):
                 if isinstance(stream, runner.ThreadConsole):
                     stream.flush_thread()
             runner.capture_thread_consoles(False)
@@ -1242,13 +1218,6 @@ class PipelineDecorator(PipelineController):
         self._taken.add(name)
         return name
 
-    def _store_input(self, name: str, value: Any) -> ArtifactInput:
-        """Store a step input that is not a parameter value on the pipeline's task."""
-        assert self._task is not None
-        self._task.upload_artifact(name, value, wait_on_upload=True)
-        rec = self._task.artifacts[name].record
-        return ArtifactInput(self._task.id, name, rec.hash)
-
     def _inputs(
         self, node_name: str, values: Mapping[str, Any]
     ) -> tuple[dict[str, Any], list[str]]:
@@ -1269,7 +1238,8 @@ class PipelineDecorator(PipelineController):
                 copy = json.loads(json.dumps(value))
                 kwargs[arg] = tuple(copy) if type(value) is tuple else copy
             else:
-                kwargs[arg] = self._store_input(f"{node_name}.{arg}", value)
+                assert self._pipeline_run is not None
+                kwargs[arg] = self._pipeline_run.store_input(node_name, arg, value)
         return kwargs, list(steps)
 
     def _call_component(

@@ -85,7 +85,8 @@ class PipelineRun:
         # the run's own Task object when there is one: the logic's console and the run's
         # narration then share one logger and stay in order
         owner = getattr(pipeline, "_task", None)
-        self._log = (owner if isinstance(owner, Task) else Task(task, backend)).get_logger()
+        self._task_obj = owner if isinstance(owner, Task) else Task(task, backend)
+        self._log = self._task_obj.get_logger()
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._closing = False
@@ -125,11 +126,14 @@ class PipelineRun:
             for arg, value in list(node.function.kwargs.items()):
                 if isinstance(value, ArtifactInput) or is_param_value(value):
                     continue
-                name = f"{node.name}.{arg}"
-                pipe = Task(self.task, self.backend)
-                pipe.upload_artifact(name, value, wait_on_upload=True)
-                rec = next(r for r in self.backend.get_artifacts(self.task.id) if r.name == name)
-                node.function.kwargs[arg] = ArtifactInput(self.task.id, name, rec.hash)
+                node.function.kwargs[arg] = self.store_input(node.name, arg, value)
+
+    def store_input(self, step: str, arg: str, value: Any) -> ArtifactInput:
+        """Store a step's argument that is not a parameter value as the artifact
+        ``STEP.ARG`` of the pipeline's task."""
+        name = f"{step}.{arg}"
+        self._task_obj.upload_artifact(name, value, wait_on_upload=True)
+        return ArtifactInput(self.task.id, name, self._task_obj.artifacts[name].record.hash)
 
     def log(self, text: str) -> None:
         self._log._log_lines([text], "info")
@@ -260,7 +264,7 @@ class PipelineRun:
             RT_CACHE_PARTS: json.dumps(parts, sort_keys=True),
         }
         if node.cache_executed_step and not node.force_recompute:
-            hit = self._cached(key)
+            hit = find_cached(self.backend, key)
             if hit is not None:
                 if draft is not None:
                     self.backend.delete_task(draft.id)
@@ -426,18 +430,6 @@ class PipelineRun:
             self.backend.set_runtime(task_id, runtime)
         return self.backend.get_task(task_id)
 
-    def _cached(self, key: str) -> TaskRecord | None:
-        found = self.backend.find_tasks(
-            TaskFilter(
-                runtime={RT_CACHE_KEY: key},
-                status=[TaskStatus.completed],
-                archived=False,
-                order_by="-created",
-                limit=1,
-            )
-        )
-        return found[0] if found else None
-
     def _previous_parts(self, node: Node) -> dict[str, str] | None:
         found = self.backend.find_tasks(
             TaskFilter(
@@ -582,6 +574,20 @@ class PipelineRun:
                         metadata={**chosen.metadata, "source_task": step_id},
                     )
                 )
+
+
+def find_cached(backend: Backend, key: str) -> TaskRecord | None:
+    """The newest completed, non-archived task whose cache key is ``key``."""
+    found = backend.find_tasks(
+        TaskFilter(
+            runtime={RT_CACHE_KEY: key},
+            status=[TaskStatus.completed],
+            archived=False,
+            order_by="-created",
+            limit=1,
+        )
+    )
+    return found[0] if found else None
 
 
 class ArtifactInput:

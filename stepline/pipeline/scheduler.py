@@ -360,7 +360,7 @@ class Scheduler:
             self._set(node, NodeStatus.completed)
             self._guard(node, self.hooks.on_finished, node)
         elif status == TaskStatus.stopped:
-            self._set(node, NodeStatus.aborted, _last_line(reason) or "aborted")
+            self._set(node, NodeStatus.aborted, last_line(reason) or "aborted")
             self._guard(node, self.hooks.on_finished, node)
             if not node.continue_on_abort and not self._state.stopping:
                 self._run_failed(f"step {node.name!r} was aborted")
@@ -382,11 +382,11 @@ class Scheduler:
         return True
 
     def _fail(self, node: Node, reason: str) -> None:
-        self._set(node, NodeStatus.failed, _last_line(reason))
+        self._set(node, NodeStatus.failed, last_line(reason))
         self._guard(node, self.hooks.on_finished, node)
         if node.continue_on_fail:
             return
-        self._run_failed(f"step {node.name!r} failed: {_last_line(reason)}")
+        self._run_failed(f"step {node.name!r} failed: {last_line(reason)}")
         if self.abort_on_failure:
             self._stop_all(f"aborted because step {node.name!r} failed", failed=True)
 
@@ -437,6 +437,7 @@ class Scheduler:
                 self._kill(task_id, run)
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (of a traceback: the error itself), stripped."""
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else ""

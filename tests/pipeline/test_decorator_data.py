@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,6 @@ from stepline.sdk.artifacts import Artifact
 from tests.pipeline import deco_data_steps as steps
 
 PROJECT = steps.PROJECT
-
-
-@pytest.fixture(params=["debug", "local"])
-def mode(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
-    """Runs the test's pipelines in debug mode (threads) or local mode (a process per step)."""
-    if request.param == "debug":
-        PipelineDecorator.debug_pipeline()
-    else:
-        PipelineDecorator.run_locally()
-    try:
-        yield request.param
-    finally:
-        PipelineDecorator._mode_default = None
 
 
 # -- reading what a run stored -------------------------------------------------------------------

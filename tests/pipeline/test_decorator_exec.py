@@ -31,20 +31,6 @@ DEADLINE = 60.0  # seconds any awaited event may take before a test gives up
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(params=["debug", "local"])
-def mode(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
-    """Runs the test's pipelines in this mode (and restores the default afterwards)."""
-    name = str(request.param)
-    if name == "debug":
-        PipelineDecorator.debug_pipeline()
-    else:
-        PipelineDecorator.run_locally()
-    try:
-        yield name
-    finally:
-        PipelineDecorator._mode_default = None
-
-
 @pytest.fixture
 def gate(home: Path, tmp_path: Path) -> Iterator[Path]:
     """A folder for marker files. Held steps wait for ``release``, written at teardown; then

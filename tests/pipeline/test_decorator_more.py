@@ -3,26 +3,11 @@ a retry runs in debug mode."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from stepline.automation.controller import PipelineDecorator
 from tests.pipeline import deco_more_steps as steps
-
-
-@pytest.fixture(params=["debug", "local"])
-def mode(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
-    if request.param == "debug":
-        PipelineDecorator.debug_pipeline()
-    else:
-        PipelineDecorator.run_locally()
-    try:
-        yield str(request.param)
-    finally:
-        PipelineDecorator._mode_default = None
 
 
 def test_numpy_scalar_arguments_keep_their_types(mode: str) -> None:
