@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from stepline.core.records import (
+    AgentRecord,
     ArtifactRecord,
     ConfigObject,
     Event,
@@ -191,5 +192,50 @@ class Backend(Protocol):
     def get_queues(self) -> list[QueueRecord]: ...
 
     def delete_queue(self, name: str) -> None: ...
+
+    def enqueue(self, task_id: str, queue: str, *, priority: int = 0) -> TaskRecord:
+        """Move a ``created`` task to ``queued`` and put it at the end of ``queue`` (among
+        the entries of its priority; higher priorities are claimed first), atomically. An
+        unknown queue raises ``NotFoundError``; a task in another status,
+        ``InvalidTransitionError``."""
+        ...
+
+    def dequeue(self, task_id: str) -> TaskRecord:
+        """Take a queued task off its queue, back to ``created``."""
+        ...
+
+    def queue_tasks(self, queue: str) -> list[str]:
+        """The ids of the tasks waiting in ``queue``, in the order they will be claimed."""
+        ...
+
+    def claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
+        """Take the next task of the first of ``queues`` that has one and move it to
+        ``in_progress`` for ``agent_id`` (runtime ``_agent`` and ``_queue`` say who and from
+        where), atomically: each queued task is claimed by exactly one caller."""
+        ...
+
+    # -- agents ---------------------------------------------------------------------------
+    def register_agent(self, agent: AgentRecord) -> None:
+        """Record a live agent (or refresh its record)."""
+        ...
+
+    def heartbeat(
+        self, agent_id: str, running: Sequence[str], info: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Record that the agent is alive and runs ``running``; returns those of them that are
+        no longer ``in_progress`` (stopped by someone: the agent ends them).
+        ``NotFoundError`` if the agent was declared dead meanwhile."""
+        ...
+
+    def get_agents(self) -> list[AgentRecord]: ...
+
+    def remove_agent(self, agent_id: str) -> None: ...
+
+    def reap_agents(self) -> list[tuple[str, str]]:
+        """Forget agents whose last heartbeat is older than their timeout; each task such an
+        agent was running is put back on its queue once if it asked for that (runtime
+        ``_requeue_on_agent_loss``), else marked failed. Returns ``(task_id, "requeued" |
+        "failed")`` pairs."""
+        ...
 
     def close(self) -> None: ...

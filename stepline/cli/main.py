@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from stepline.cli import pipelines, tasks
+from stepline.cli import agents, pipelines, tasks
 from stepline.core.errors import StepLineError
 
 
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="stepline",
-    help="Track ML and data pipeline steps: list and inspect tasks and pipeline runs.",
+    help="Track ML and data pipeline steps: tasks, pipeline runs, queues and agents.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -39,6 +39,8 @@ app = typer.Typer(
 )
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(pipelines.app, name="pipelines")
+app.add_typer(agents.agent_app, name="agent")
+app.add_typer(agents.queues_app, name="queues")
 
 
 @app.command()

@@ -533,3 +533,43 @@ def _render_show(console: Console, view: TaskView, log: int) -> None:
             body.stylize(LEVEL_STYLES.get(ln.level, ""))
             text.append_text(body)
             console.print(text)
+
+
+# -- queues and aborts -------------------------------------------------------------------------
+@app.command("enqueue")
+def enqueue_task(
+    task_id: Annotated[str, typer.Argument(help="Task id (or a unique prefix).")],
+    queue: Annotated[str, typer.Option("--queue", "-q", help="Queue name.")] = "default",
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+) -> None:
+    """Put a draft task on a queue for an agent to run."""
+    backend = _backend()
+    rec = resolve_task(backend, task_id)
+    backend.enqueue(rec.id, queue, priority=priority)
+    typer.echo(f"task {rec.id} queued on {queue}")
+
+
+@app.command("dequeue")
+def dequeue_task(
+    task_id: Annotated[str, typer.Argument(help="Task id (or a unique prefix).")],
+) -> None:
+    """Take a queued task off its queue (it becomes a draft)."""
+    backend = _backend()
+    rec = resolve_task(backend, task_id)
+    backend.dequeue(rec.id)
+    typer.echo(f"task {rec.id} dequeued")
+
+
+@app.command("stop")
+def stop_task(
+    task_id: Annotated[str, typer.Argument(help="Task id (or a unique prefix).")],
+) -> None:
+    """Abort a queued or running task: its agent ends the task's processes."""
+    backend = _backend()
+    rec = resolve_task(backend, task_id)
+    if rec.status not in (TaskStatus.created, TaskStatus.queued, TaskStatus.in_progress):
+        raise ValidationError(f"task {rec.id} is {rec.status.value}; only a live task stops")
+    backend.set_status(
+        rec.id, TaskStatus.stopped, message="aborted", reason="stopped from the command line"
+    )
+    typer.echo(f"task {rec.id} stopped")

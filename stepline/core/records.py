@@ -156,3 +156,21 @@ class QueueRecord:
     id: str
     name: str
     created: float
+    pending: int = 0  #: tasks waiting in it (as of the call that returned this record)
+
+
+@dataclass
+class AgentRecord:
+    """A worker that claims tasks from queues. ``last_seen`` is its latest heartbeat; it is
+    taken for dead when that is older than ``timeout`` seconds."""
+
+    id: str
+    name: str
+    queues: list[str] = field(default_factory=list)
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    last_seen: float = 0.0
+    timeout: float = 30.0
+    running: list[str] = field(default_factory=list)  #: ids of the tasks it runs now
+    info: dict[str, Any] = field(default_factory=dict)  #: resources, max_jobs, services mode

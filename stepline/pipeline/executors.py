@@ -8,6 +8,8 @@ scheduler then reads it from the store), and ``detail`` says why when the run fa
 * ``InProcessExecutor`` calls function steps in threads of this process (tests, debug mode).
 * ``ProcessExecutor`` runs each step in a child process: forked from a warm fork server where
   ``os.fork`` exists, else ``python -m stepline.runner TASK_ID``.
+* ``QueueExecutor`` puts each step on a queue (the node's, else the pipeline's default); agents
+  run it, and one watcher thread follows the statuses of all the steps it sent.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from stepline.backend import Backend
-from stepline.core.status import TaskStatus
+from stepline.core.status import FINAL, TaskStatus
 
 Done = Callable[[str, "TaskStatus | None", str], None]
 
@@ -36,11 +39,17 @@ class Executor:
 
     #: True when kill() really ends the step (a process), False when it can only be abandoned.
     can_kill = True
+    #: True when a submitted task waits in a queue before it runs (``on_started`` tells when).
+    queues = False
+    #: Set by the scheduler: called with a task id when a queued task starts running.
+    on_started: Callable[[str], None] | None = None
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max(1, int(max_workers or os.cpu_count() or 1))
 
-    def submit(self, task_id: str, done: Done, *, is_function: bool = True) -> None:
+    def submit(
+        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+    ) -> None:
         raise NotImplementedError
 
     def kill(self, task_id: str) -> None:
@@ -63,7 +72,7 @@ class ForkServer:
     _shared: ForkServer | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.key = _env_key()
         self._lock = threading.Lock()
         self._done: dict[str, Done] = {}
@@ -78,6 +87,7 @@ class ForkServer:
             [sys.executable, "-m", "stepline.runner", "--serve", str(cmd_r), str(evt_w)],
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         os.close(cmd_r)
         os.close(evt_w)
@@ -161,6 +171,10 @@ class ForkServer:
                 self._sent.update(names)
                 os.write(self._cmd, f"preload {' '.join(names)}\n".encode())
 
+    def pid(self, task_id: str) -> int | None:
+        with self._lock:
+            return self._pids.get(task_id)
+
     def kill(self, task_id: str) -> None:
         with self._lock:
             pid = self._pids.get(task_id)
@@ -221,7 +235,9 @@ class ProcessExecutor(Executor):
         # start warming up now, while the controller records the run
         self._server = ForkServer.shared() if use_fork_server else None
 
-    def submit(self, task_id: str, done: Done, *, is_function: bool = True) -> None:
+    def submit(
+        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+    ) -> None:
         def finished(tid: str, status: TaskStatus | None, detail: str) -> None:
             with self._lock:
                 self._running.discard(tid)
@@ -304,7 +320,9 @@ class InProcessExecutor(Executor):
         capture_thread_consoles(True)
         self._consoles = True
 
-    def submit(self, task_id: str, done: Done, *, is_function: bool = True) -> None:
+    def submit(
+        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+    ) -> None:
         if not is_function:
             with self._lock:
                 if self._processes is None:
@@ -335,3 +353,111 @@ class InProcessExecutor(Executor):
 
             capture_thread_consoles(False)
             self._consoles = False
+
+
+class QueueExecutor(Executor):
+    """Steps go to queues and run on agents. A watcher thread reads the status of every step
+    sent (one query per ``POLL`` seconds for all of them), tells the scheduler when one starts
+    and when it ends, takes dead agents' tasks off their hands (``reap_agents``), and says so
+    in the run's log when a step waits on a queue that no live agent serves."""
+
+    queues = True
+    POLL = 0.02
+    #: Seconds a step may wait before the run's log says no agent serves its queue.
+    NO_AGENT_WARNING = 5.0
+
+    def __init__(
+        self,
+        backend: Backend,
+        default_queue: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(None)
+        self._backend = backend
+        self._default = default_queue or "default"
+        self._log = log
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[Done, str, float]] = {}  #: id -> (done, queue, since)
+        self._started: set[str] = set()
+        self._warned: set[str] = set()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+    ) -> None:
+        name = queue or self._default
+        self._backend.enqueue(task_id, name)
+        with self._lock:
+            self._waiting[task_id] = (done, name, time.monotonic())
+            self._started.discard(task_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="stepline-queue-watch", daemon=True
+                )
+                self._thread.start()
+
+    def _watch(self) -> None:
+        from stepline.core.errors import StepLineError
+        from stepline.core.records import TaskFilter
+
+        next_reap = 0.0
+        while not self._closed.wait(self.POLL):
+            with self._lock:
+                ids = list(self._waiting)
+            if not ids:
+                continue
+            try:
+                records = self._backend.find_tasks(TaskFilter(ids=ids, archived=None))
+                now = time.monotonic()
+                if now >= next_reap:
+                    next_reap = now + 1.0
+                    self._backend.reap_agents()
+                    self._check_agents(now)
+            except StepLineError:
+                continue
+            for rec in records:
+                if rec.status == TaskStatus.in_progress and rec.id not in self._started:
+                    self._started.add(rec.id)
+                    if self.on_started is not None:
+                        self.on_started(rec.id)
+                elif rec.status in FINAL:
+                    with self._lock:
+                        entry = self._waiting.pop(rec.id, None)
+                    if entry is not None:
+                        entry[0](rec.id, rec.status, rec.status_reason)
+
+    def _check_agents(self, now: float) -> None:
+        with self._lock:
+            late = {
+                q for tid, (_, q, since) in self._waiting.items()
+                if tid not in self._started and now - since > self.NO_AGENT_WARNING
+            }  # fmt: skip
+        late -= self._warned
+        if not late or self._log is None:
+            return
+        served = {q for agent in self._backend.get_agents() for q in agent.queues}
+        for name in sorted(late - served):
+            self._warned.add(name)
+            self._log(
+                f"steps are waiting on queue {name!r} and no live agent serves it; start one: "
+                f"stepline agent --queue {name}"
+            )
+
+    def kill(self, task_id: str) -> None:
+        from stepline.core.errors import StepLineError
+
+        with self._lock:
+            if task_id not in self._waiting:
+                return
+        try:  # a queued task leaves its queue; a running one is ended by its agent
+            self._backend.set_status(task_id, TaskStatus.stopped, message="aborted", force=True)
+        except StepLineError:
+            pass
+
+    def shutdown(self) -> None:
+        with self._lock:
+            left = list(self._waiting)
+        for task_id in left:
+            self.kill(task_id)
+        self._closed.set()

@@ -32,6 +32,9 @@ import signal
 import sys
 from typing import Any
 
+#: "kill": when its controller is gone, the server SIGKILLs its children instead of SIGTERM.
+ENV_EOF = "STEPLINE_FORKSERVER_EOF"
+
 #: Top-level packages the server may import ahead of the steps that use them.
 PRELOAD = frozenset(
     {"numpy", "pandas", "scipy", "sklearn", "pyarrow", "polars", "statsmodels", "PIL"}
@@ -111,9 +114,13 @@ def serve(cmd_fd: int, event_fd: int) -> int:
             chunk = os.read(cmd_fd, 65536)
             if not chunk:
                 open_ = False
+                # an agent's server kills outright: the steps of a dead agent are not
+                # "stopped" by anyone, they are lost (and re-queued or failed by whoever
+                # notices the agent's missing heartbeats)
+                sig = signal.SIGKILL if os.environ.get(ENV_EOF) == "kill" else signal.SIGTERM
                 for pid in children:
                     with contextlib.suppress(OSError):
-                        os.killpg(pid, signal.SIGTERM)
+                        os.killpg(pid, sig)
                 continue
             buf += chunk
             while b"\n" in buf:

@@ -29,16 +29,21 @@ import traceback
 from typing import Any, TextIO
 
 from stepline.backend import Backend, get_backend
+from stepline.core.config import load_config
 from stepline.core import params as pv
 from stepline.core.errors import StepLineError, ValidationError
 from stepline.core.records import Param, TaskRecord
 from stepline.core.status import TaskStatus
 from stepline.sdk.artifacts import Artifact
+from stepline.sdk.code import checkout_git, materialize
+from stepline.sdk.logger import ENV_CONSOLE_FDS, FdCapture
 from stepline.sdk.task import ENV_TASK_ID, Task
 
 KWARGS = "kwargs"
 KWARGS_ARTIFACTS = "kwargs_artifacts"
 RETURN = "return"
+#: Set by an agent for the tasks it runs (its id).
+ENV_AGENT = "STEPLINE_AGENT_ID"
 
 _compiled: dict[str, Any] = {}
 _compiled_lock = threading.Lock()
@@ -91,15 +96,31 @@ def load_function(script: dict[str, Any]) -> Any:
     """The step function defined by the stored source."""
     name = script.get("function") or ""
     source = script.get("source") or ""
-    module_dir = script.get("module_dir") or ""
-    if module_dir and os.path.isdir(module_dir) and module_dir not in sys.path:
-        sys.path.append(module_dir)
+    _add_code_path(script)
     namespace: dict[str, Any] = {"__name__": f"stepline_step_{name}", "__builtins__": __builtins__}
     exec(_code(source, name), namespace)
     fn = namespace.get(name)
     if not callable(fn):
         raise ValidationError(f"the stored code defines no function {name!r}")
     return fn
+
+
+def _stored_code_first() -> bool:
+    """Under an agent a task runs the code stored on it, even where the user's files exist."""
+    return bool(os.environ.get(ENV_AGENT))
+
+
+def _add_code_path(script: dict[str, Any]) -> None:
+    """Make the local modules a function step imports importable: its module's folder when
+    that is on this machine, else (and always under an agent) the modules stored on the task."""
+    module_dir = script.get("module_dir") or ""
+    modules = script.get("modules") or {}
+    if modules and (_stored_code_first() or not os.path.isdir(module_dir)):
+        folder = str(materialize(modules, load_config().cache_dir))
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    elif module_dir and os.path.isdir(module_dir) and module_dir not in sys.path:
+        sys.path.append(module_dir)
 
 
 def load_kwargs(backend: Backend, params: list[Param]) -> dict[str, Any]:
@@ -321,6 +342,7 @@ def run_process(task_id: str) -> int:
     script = record.script or {}
     if script.get("kind") == "function":
         task = Task.init()
+        capture = _capture_fds(task)
         failure = ""
         try:
             call_function_step(task)
@@ -332,6 +354,8 @@ def run_process(task_id: str) -> int:
             else:
                 failure = _failure_text(exc)
                 sys.stderr.write(failure)
+        if capture is not None:
+            capture.close()
         task._finish(failure or None)
         return 1 if failure else 0
     if script.get("kind") == "pipeline":
@@ -341,24 +365,57 @@ def run_process(task_id: str) -> int:
     return _run_script(task_id, script)
 
 
-def _run_script(task_id: str, script: dict[str, Any]) -> int:
+def _capture_fds(task: Task) -> FdCapture | None:
+    if not os.environ.get(ENV_CONSOLE_FDS):
+        return None
+    try:
+        return FdCapture(task.get_logger())
+    except OSError:
+        return None
+
+
+def script_location(script: dict[str, Any]) -> tuple[str, str]:
+    """(entry script path, working folder) to run a script task from: the user's files when
+    they are on this machine (and not under an agent), else the code stored on the task, else
+    a checkout of its git commit with its diff."""
     path = script.get("entry_path") or ""
-    if not path or not os.path.isfile(path):
+    if path and os.path.isfile(path) and not _stored_code_first():
+        workdir = script.get("working_dir") or os.path.dirname(path)
+        return path, workdir if os.path.isdir(workdir) else os.path.dirname(path)
+    cache = load_config().cache_dir
+    content = script.get("content")
+    name = os.path.basename(path or script.get("entry_point") or "") or "main.py"
+    if content is not None:
+        files = {**(script.get("modules") or {}), name: content}
+        folder = str(materialize(files, cache))
+        return os.path.join(folder, name), folder
+    if script.get("repository"):
+        folder = str(checkout_git(script, cache))
+        entry = os.path.join(folder, script.get("entry_point") or name)
+        return entry, os.path.dirname(entry)
+    if path and os.path.isfile(path):
+        return path, os.path.dirname(path)
+    raise ValidationError(
+        f"the task's script {path or script.get('entry_point')!r} is not on this machine and "
+        "the task stores neither its code nor a git repository to fetch it from"
+    )
+
+
+def _run_script(task_id: str, script: dict[str, Any]) -> int:
+    try:
+        path, workdir = script_location(script)
+    except (ValidationError, ValueError, OSError) as exc:
         backend = get_backend()
         backend.set_status(task_id, TaskStatus.in_progress)
-        reason = (
-            f"the task's script {path or script.get('entry_point')!r} is not on this machine; "
-            "run it where its code is (remote code delivery comes with the agents)"
-        )
+        reason = str(exc)
         backend.set_status(task_id, TaskStatus.failed, message="script not found", reason=reason)
         sys.stderr.write(f"stepline runner: {reason}\n")
         return 1
-    workdir = script.get("working_dir") or os.path.dirname(path)
-    if os.path.isdir(workdir):
-        os.chdir(workdir)
+    os.chdir(workdir)
     sys.argv = [path, *list(script.get("argv") or [])]
     sys.path.insert(0, os.path.dirname(path))
-    Task.init()
+    task = Task.init()
+    capture = _capture_fds(task)
     from stepline.sdk.task import _exit_hooks
 
     code = 0
@@ -372,6 +429,8 @@ def _run_script(task_id: str, script: dict[str, Any]) -> int:
         _exit_hooks.failure = _failure_text(exc)
         sys.stderr.write(_exit_hooks.failure)
         code = 1
+    if capture is not None:
+        capture.close()
     current = Task.current_task()
     if current is not None:
         current._finish(_exit_hooks.failure)

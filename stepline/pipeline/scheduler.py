@@ -99,6 +99,11 @@ class _Done:
 
 
 @dataclass
+class _Started:
+    task_id: str
+
+
+@dataclass
 class _Stop:
     reason: str
     failed: bool
@@ -151,6 +156,7 @@ class Scheduler:
             self._hint(node)
         self._on_error = on_error
         self.finished = threading.Event()
+        executor.on_started = lambda task_id: self._events.put(_Started(task_id))
 
     # -- thread-safe entry points ------------------------------------------------------------
     def stop(self, reason: str = "stopped by the user", failed: bool = False) -> None:
@@ -205,6 +211,13 @@ class Scheduler:
     def _handle(self, event: Any) -> None:
         if isinstance(event, _Done):
             self._finish(event)
+        elif isinstance(event, _Started):
+            run = self._state.running.get(event.task_id)
+            if run is not None and run.node.status == NodeStatus.queued:
+                run.node.job_started = time.time()
+                if run.node.timeout and not run.killed:  # the time limit counts from here
+                    run.deadline = time.monotonic() + run.node.timeout
+                self._set(run.node, NodeStatus.running)
         elif isinstance(event, _Stop):
             self._stop_all(event.reason, failed=event.failed, aborted=not event.failed)
         elif isinstance(event, _Add):
@@ -316,7 +329,8 @@ class Scheduler:
         node.job_ended = None
         deadline = time.monotonic() + node.timeout if node.timeout else None
         self._state.running[task_id] = _Running(node, deadline, local=local)
-        self._set(node, NodeStatus.running)
+        queued = local is None and self.executor.queues
+        self._set(node, NodeStatus.queued if queued else NodeStatus.running)
         try:
             if local is not None:
                 threading.Thread(
@@ -324,7 +338,9 @@ class Scheduler:
                     name=f"stepline-{node.name}",
                 ).start()  # fmt: skip
                 return
-            self.executor.submit(task_id, self._done, is_function=node.is_function)
+            self.executor.submit(
+                task_id, self._done, is_function=node.is_function, queue=node.queue
+            )
         except Exception as exc:
             self._state.running.pop(task_id, None)
             self.hooks.end_task(node, TaskStatus.failed, f"could not start: {exc}")

@@ -384,3 +384,84 @@ class ConsoleCapture(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+#: Set by an agent for the processes it runs: the runner captures file descriptors 1 and 2
+#: (``FdCapture``) instead of ``sys.stdout``/``sys.stderr``.
+ENV_CONSOLE_FDS = "STEPLINE_CONSOLE_FDS"
+
+
+class FdCapture:
+    """Routes everything written to this process's file descriptors 1 and 2 into the task's
+    log: ``print``, C extensions, and the subprocesses the task starts. The output still goes
+    where those descriptors went before (the agent's console)."""
+
+    def __init__(self, logger: Logger) -> None:
+        self._logger = logger
+        self._saved: list[tuple[int, int]] = []
+        self._threads: list[threading.Thread] = []
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        for fd, level in ((1, "info"), (2, "error")):
+            keep = os.dup(fd)
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            self._saved.append((fd, keep))
+            thread = threading.Thread(
+                target=self._pump, args=(read_end, keep, level), daemon=True,
+                name=f"stepline-console-{fd}",
+            )  # fmt: skip
+            thread.start()
+            self._threads.append(thread)
+        for stream in (sys.stdout, sys.stderr):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                try:
+                    reconfigure(line_buffering=True)
+                except (OSError, ValueError):
+                    pass
+        atexit.register(self.close)
+
+    def _pump(self, fd: int, echo: int, level: str) -> None:
+        partial = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            try:
+                os.write(echo, chunk)
+            except OSError:
+                pass
+            *lines, partial = (partial + chunk).split(b"\n")
+            if lines:
+                self._logger._log_lines(
+                    [ln.decode("utf-8", "replace").rstrip("\r") for ln in lines], level
+                )
+        if partial:
+            self._logger._log_lines([partial.decode("utf-8", "replace")], level)
+        os.close(fd)
+
+    def close(self) -> None:
+        """Give the descriptors back and wait (briefly) for the last lines."""
+        if not self._saved:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        saved, self._saved = self._saved, []
+        for fd, keep in saved:
+            os.dup2(keep, fd)  # the pipe's last writer here closes: its reader sees EOF
+        for thread in self._threads:
+            thread.join(timeout=1.0)  # a child process may still hold the pipe
+        if not any(thread.is_alive() for thread in self._threads):
+            for _fd, keep in saved:
+                os.close(keep)

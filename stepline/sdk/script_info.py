@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stepline.sdk.code import local_modules
+
 MAX_CONTENT = 2 << 20
 MAX_DIFF = 2 << 20
 
@@ -85,6 +87,8 @@ def script_info(
         try:
             if os.path.getsize(path) <= MAX_CONTENT:
                 info["content"] = Path(path).read_text(encoding="utf-8", errors="replace")
+                # the local modules it imports travel with it (see sdk.code)
+                info["modules"] = local_modules(info["content"], os.path.dirname(path))
         except OSError:
             pass
         if with_git:

@@ -39,7 +39,7 @@ from stepline.core.records import (
 )
 from stepline.core.status import TaskStatus, TaskTypes
 from stepline.sdk.artifacts import Artifact, Artifacts
-from stepline.sdk.logger import ConsoleCapture, Logger
+from stepline.sdk.logger import ENV_CONSOLE_FDS, ConsoleCapture, Logger
 from stepline.sdk.script_info import script_info
 from stepline.sdk.serializers import serialize
 
@@ -140,7 +140,8 @@ class Task:
             task._owned = True
             cls._current = task
             _exit_hooks.install(task)
-            if auto_connect_streams:
+            if auto_connect_streams and not (env_id and os.environ.get(ENV_CONSOLE_FDS)):
+                # (under an agent the runner captures the file descriptors instead)
                 task._capture_console(auto_connect_streams)
             if auto_connect_arg_parser:
                 _argparse_hook.install(task)
@@ -333,6 +334,103 @@ class Task:
             source_id, name=name, project=project, comment=comment, parent=parent
         )
         return cls(record, backend)
+
+    @classmethod
+    def enqueue(
+        cls,
+        task: Task | str,
+        queue_name: str | None = None,
+        queue_id: str | None = None,
+        force: bool = False,
+        priority: int = 0,
+    ) -> dict[str, Any]:
+        """Put a draft task on a queue (default: ``default``), for an agent to run. With
+        ``force`` a task that already ran is reset to a draft first."""
+        backend = get_backend()
+        task_id = task.id if isinstance(task, Task) else str(task)
+        queue = queue_name
+        if queue is None and queue_id is not None:
+            queue = next((q.name for q in backend.get_queues() if q.id == queue_id), None)
+            if queue is None:
+                raise ValidationError(f"no queue has id {queue_id!r}; see `stepline queues list`")
+        queue = queue or "default"
+        if force:
+            rec = backend.get_task(task_id)
+            if rec.status != TaskStatus.created:
+                backend.set_status(task_id, TaskStatus.created, message="reset", force=True)
+        record = backend.enqueue(task_id, queue, priority=priority)
+        if isinstance(task, Task):
+            task._record = record
+        return {"queued": 1, "queue": queue, "task": task_id}
+
+    @classmethod
+    def dequeue(cls, task: Task | str) -> dict[str, Any]:
+        """Take a queued task off its queue (it becomes a draft again)."""
+        backend = get_backend()
+        task_id = task.id if isinstance(task, Task) else str(task)
+        record = backend.dequeue(task_id)
+        if isinstance(task, Task):
+            task._record = record
+        return {"dequeued": 1, "task": task_id}
+
+    def wait_for_status(
+        self,
+        status: Sequence[str] = ("completed", "stopped", "closed"),
+        raise_on_status: Sequence[str] | None = ("failed",),
+        check_interval_sec: float = 60.0,
+        timeout: float | None = None,
+    ) -> None:
+        """Wait until the task reaches one of ``status`` (raises ``RuntimeError`` on one of
+        ``raise_on_status``, ``TimeoutError`` after ``timeout`` seconds). The store is checked
+        often at first, then at most every ``check_interval_sec`` seconds."""
+        import time as _time
+
+        wanted = {str(s) for s in status}
+        bad = {str(s) for s in (raise_on_status or ())}
+        start = _time.monotonic()
+        delay = 0.02
+        while True:
+            self.reload()
+            current = self.status
+            if current in bad:
+                raise RuntimeError(
+                    f"task {self.id} has status {current}: {self._record.status_reason[-500:]}"
+                )
+            if current in wanted:
+                return
+            if timeout is not None and _time.monotonic() - start > timeout:
+                raise TimeoutError(f"task {self.id} is still {current} after {timeout:g} s")
+            _time.sleep(delay)
+            delay = min(delay * 1.5, max(0.02, float(check_interval_sec)), 1.0)
+
+    def execute_remotely(
+        self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True
+    ) -> Task | None:
+        """Stop running here and have an agent of ``queue_name`` run this task (or, with
+        ``clone``, a copy of it). Run by an agent, this does nothing and returns ``None``."""
+        if not Task.running_locally():
+            return None
+        backend = self._backend
+        self.flush(wait_for_uploads=True)
+        if clone:
+            target = Task.clone(self)
+        else:
+            self._record = backend.set_status(
+                self.id, TaskStatus.created, message="sent to an agent", force=True
+            )
+            target = self
+        Task.enqueue(target, queue_name=queue_name)
+        if exit_process and not clone:
+            self._release_console()
+            self._owned = False
+            with Task._current_lock:
+                if Task._current is self:
+                    Task._current = None
+            print(f"stepline: task {target.id} queued on {queue_name or 'default'}; exiting")
+            raise SystemExit(0)
+        if exit_process:
+            raise SystemExit(0)
+        return target
 
     @classmethod
     def current_task(cls) -> Task | None:

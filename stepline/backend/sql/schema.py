@@ -178,3 +178,18 @@ queue_entries = Table(
     Column("enqueued", Float, nullable=False),
     Index("ix_queue_entries_order", "queue_id", "priority", "enqueued"),
 )
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("queues", JSON, nullable=False),
+    Column("host", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("timeout", Float, nullable=False),
+    Column("running", JSON, nullable=False),
+    Column("info", JSON, nullable=False),
+)

@@ -67,6 +67,7 @@ from stepline.core.errors import (
 from stepline.core.ids import new_id
 from stepline.core.paths import check_name, storage_key
 from stepline.core.records import (
+    AgentRecord,
     ArtifactRecord,
     ConfigObject,
     Event,
@@ -1127,7 +1128,17 @@ class SqlBackend:
     def get_queues(self) -> list[QueueRecord]:
         with self._read() as conn:
             rows = conn.execute(select(t.queues).order_by(t.queues.c.name)).all()
-        return [QueueRecord(id=r.id, name=r.name, created=r.created) for r in rows]
+            counts = dict(
+                conn.execute(
+                    select(t.queue_entries.c.queue_id, func.count()).group_by(
+                        t.queue_entries.c.queue_id
+                    )
+                ).all()
+            )
+        return [
+            QueueRecord(id=r.id, name=r.name, created=r.created, pending=int(counts.get(r.id, 0)))
+            for r in rows
+        ]
 
     def delete_queue(self, name: str) -> None:
         with self._write() as conn:
@@ -1144,3 +1155,255 @@ class SqlBackend:
                     f"queue {name!r} still holds {waiting} task(s); dequeue them first"
                 )
             conn.execute(delete(t.queues).where(t.queues.c.id == qid))
+
+    def _queue_id(self, conn: Connection, name: str) -> str:
+        qid = conn.execute(select(t.queues.c.id).where(t.queues.c.name == name)).scalar()
+        if qid is None:
+            raise NotFoundError(
+                f"queue {name!r} does not exist; create it with `stepline queues create {name}` "
+                f"or start an agent for it: `stepline agent --queue {name}`"
+            )
+        return str(qid)
+
+    def enqueue(self, task_id: str, queue: str, *, priority: int = 0) -> TaskRecord:
+        now = time.time()
+        with self._write() as conn:
+            qid = self._queue_id(conn, queue)
+            res = conn.execute(
+                _Q.status_update(TaskStatus.queued, False),
+                {"tid": task_id, "status": "queued", "message": "", "reason": "", "now": now},
+            )
+            if res.rowcount == 0:
+                old = conn.execute(_Q.status_of, {"tid": task_id}).scalar()
+                if old is None:
+                    raise TaskNotFoundError(task_id)
+                raise InvalidTransitionError(task_id, old, TaskStatus.queued.value)
+            conn.execute(
+                insert(t.queue_entries),
+                {"task_id": task_id, "queue_id": qid, "priority": int(priority), "enqueued": now},
+            )
+            _upsert(
+                conn,
+                t.task_runtime,
+                [{"task_id": task_id, "key": "_queue", "value": queue}],
+                ["task_id", "key"],
+            )
+            return self._load(conn, task_id)
+
+    def dequeue(self, task_id: str) -> TaskRecord:
+        return self.set_status(task_id, TaskStatus.created, message="dequeued")
+
+    def _entries(self, queue_ids: Any) -> Any:
+        e = t.queue_entries.c
+        return (
+            select(e.task_id)
+            .where(e.queue_id == queue_ids)
+            .order_by(e.priority.desc(), e.enqueued, e.task_id)
+        )
+
+    def queue_tasks(self, queue: str) -> list[str]:
+        with self._read() as conn:
+            qid = self._queue_id(conn, queue)
+            return [str(r[0]) for r in conn.execute(self._entries(qid)).all()]
+
+    def claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return None
+        with self._read() as conn:  # the idle case: no write transaction, no lock
+            rows = conn.execute(
+                select(t.queues.c.id, t.queues.c.name).where(t.queues.c.name.in_(names))
+            ).all()
+            by_name = {r.name: r.id for r in rows}
+            waiting = conn.execute(
+                select(t.queue_entries.c.queue_id)
+                .where(t.queue_entries.c.queue_id.in_(list(by_name.values())))
+                .limit(1)
+            ).first()
+        if waiting is None:
+            return None
+        now = time.time()
+        with self._write() as conn:
+            for name in names:
+                qid = by_name.get(name)
+                if qid is None:
+                    continue
+                while True:
+                    stmt = self._entries(qid).limit(1)
+                    if not self.is_sqlite:
+                        stmt = stmt.with_for_update(skip_locked=True)
+                    task_id = conn.execute(stmt).scalar()
+                    if task_id is None:
+                        break
+                    conn.execute(_Q.dequeue, {"tid": task_id})
+                    res = conn.execute(
+                        _Q.status_update(TaskStatus.in_progress, False).where(
+                            t.tasks.c.status == literal(TaskStatus.queued.value)
+                        ),
+                        {"tid": task_id, "status": "in_progress", "message": "",
+                         "reason": "", "now": now},
+                    )  # fmt: skip
+                    if res.rowcount == 0:  # an entry whose task is no longer queued
+                        continue
+                    _upsert(
+                        conn,
+                        t.task_runtime,
+                        [
+                            {"task_id": task_id, "key": "_agent", "value": agent_id},
+                            {"task_id": task_id, "key": "_queue", "value": name},
+                        ],
+                        ["task_id", "key"],
+                    )
+                    row = conn.execute(
+                        select(t.agents.c.running).where(t.agents.c.id == agent_id)
+                    ).first()
+                    if row is not None:
+                        conn.execute(
+                            update(t.agents)
+                            .where(t.agents.c.id == agent_id)
+                            .values(running=[*(row.running or []), task_id], last_seen=now)
+                        )
+                    return self._load(conn, task_id)
+        return None
+
+    # -- agents ----------------------------------------------------------------------------
+    @staticmethod
+    def _agent(row: Any) -> AgentRecord:
+        return AgentRecord(
+            id=row.id,
+            name=row.name,
+            queues=list(row.queues or []),
+            host=row.host,
+            pid=int(row.pid),
+            started=row.started,
+            last_seen=row.last_seen,
+            timeout=row.timeout,
+            running=list(row.running or []),
+            info=dict(row.info or {}),
+        )
+
+    def register_agent(self, agent: AgentRecord) -> None:
+        now = time.time()
+        row = {
+            "id": agent.id,
+            "name": agent.name,
+            "queues": list(agent.queues),
+            "host": agent.host,
+            "pid": int(agent.pid),
+            "started": agent.started or now,
+            "last_seen": now,
+            "timeout": float(agent.timeout),
+            "running": list(agent.running),
+            "info": dict(agent.info),
+        }
+        with self._write() as conn:
+            _upsert(conn, t.agents, [row], ["id"])
+
+    def heartbeat(
+        self, agent_id: str, running: Sequence[str], info: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        values: dict[str, Any] = {"last_seen": time.time(), "running": list(running)}
+        if info is not None:
+            values["info"] = dict(info)
+        with self._write() as conn:
+            res = conn.execute(update(t.agents).where(t.agents.c.id == agent_id).values(**values))
+            if res.rowcount == 0:
+                raise NotFoundError(
+                    f"agent {agent_id} is not registered (it was taken for dead after missing "
+                    "its heartbeats); register it again"
+                )
+        if not running:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.id.in_(list(running)))
+            ).all()
+        states = {r.id: r.status for r in rows}
+        return [tid for tid in running if states.get(tid) != TaskStatus.in_progress.value]
+
+    def get_agents(self) -> list[AgentRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(t.agents).order_by(t.agents.c.name, t.agents.c.id)).all()
+        return [self._agent(r) for r in rows]
+
+    def remove_agent(self, agent_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(t.agents).where(t.agents.c.id == agent_id))
+
+    def reap_agents(self) -> list[tuple[str, str]]:
+        now = time.time()
+        a = t.agents.c
+        with self._read() as conn:
+            dead = conn.execute(select(a.id).where(a.last_seen + a.timeout < now)).first()
+        if dead is None:
+            return []
+        done: list[tuple[str, str]] = []
+        with self._write() as conn:
+            rows = conn.execute(select(t.agents).where(a.last_seen + a.timeout < now)).all()
+            for agent in rows:
+                rt = t.task_runtime.c
+                orphans = conn.execute(
+                    select(t.tasks.c.id)
+                    .join(t.task_runtime, rt.task_id == t.tasks.c.id)
+                    .where(
+                        rt.key == "_agent",
+                        rt.value == agent.id,
+                        t.tasks.c.status == TaskStatus.in_progress.value,
+                    )
+                ).all()
+                for (task_id,) in orphans:
+                    done.append((task_id, self._orphan(conn, task_id, agent, now)))
+                conn.execute(delete(t.agents).where(a.id == agent.id))
+        return done
+
+    def _orphan(self, conn: Connection, task_id: str, agent: Any, now: float) -> str:
+        """Requeue (once, if asked) or fail a task whose agent died."""
+        runtime = dict(
+            conn.execute(
+                select(t.task_runtime.c.key, t.task_runtime.c.value).where(
+                    t.task_runtime.c.task_id == task_id,
+                    t.task_runtime.c.key.in_(["_queue", "_requeue_on_agent_loss", "_agent_losses"]),
+                )
+            ).all()
+        )
+        seconds = now - agent.last_seen
+        why = (
+            f"agent {agent.name} ({agent.host}, pid {agent.pid}) sent no heartbeat for "
+            f"{seconds:.0f} s while running this task"
+        )
+        losses = int(runtime.get("_agent_losses") or 0)
+        allowed = int(runtime.get("_requeue_on_agent_loss") or 0)
+        queue = runtime.get("_queue") or ""
+        qid = conn.execute(select(t.queues.c.id).where(t.queues.c.name == queue)).scalar()
+        requeue = qid is not None and losses < allowed
+        if requeue:
+            conn.execute(
+                update(t.tasks)
+                .where(t.tasks.c.id == task_id)
+                .values(status=TaskStatus.queued.value, status_message="re-queued",
+                        status_reason=why, started=None, last_update=now)
+            )  # fmt: skip
+            conn.execute(
+                insert(t.queue_entries),
+                {"task_id": task_id, "queue_id": qid, "priority": 0, "enqueued": now},
+            )
+            _upsert(
+                conn,
+                t.task_runtime,
+                [{"task_id": task_id, "key": "_agent_losses", "value": str(losses + 1)}],
+                ["task_id", "key"],
+            )
+            text = f"{why}; put back on queue {queue!r}"
+        else:
+            conn.execute(
+                update(t.tasks)
+                .where(t.tasks.c.id == task_id)
+                .values(status=TaskStatus.failed.value, status_message="agent lost",
+                        status_reason=why, completed=now, last_update=now)
+            )  # fmt: skip
+            text = f"{why}; marked failed"
+        conn.execute(
+            insert(t.log),
+            {"task_id": task_id, "level": "error", "text": f"stepline: {text}", "timestamp": now},
+        )
+        return "requeued" if requeue else "failed"
