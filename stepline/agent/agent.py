@@ -164,9 +164,9 @@ class Agent:
                     claimed = self._claim_one()
                 if claimed or self._jobs:
                     idle_since = now
-                elif once and self.ran:
-                    break
-                elif idle_exit is not None and now - idle_since > idle_exit:
+                elif (once and self.ran) or (
+                    idle_exit is not None and now - idle_since > idle_exit
+                ):
                     break
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_every

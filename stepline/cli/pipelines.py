@@ -458,3 +458,124 @@ def _steps_table(console: Console, steps: list[StepView]) -> None:
         for name, _, _, _, message in rows:
             if message:
                 console.print(Text.assemble("  ", (name.plain, "bold"), f": {message}"))
+
+
+# -- running a stored pipeline again -----------------------------------------------------------
+def _find_pipeline(backend: Backend, ref: str, project: str | None, version: str | None) -> str:
+    """The controller task id of ``ref``: a run's id (or prefix), else the newest run of the
+    highest version of the pipeline named ``ref``."""
+    from stepline.core.errors import NotFoundError
+    from stepline.pipeline.controller import PipelineController
+
+    try:
+        rec = resolve_task(backend, ref)
+        if rec.type == str(TaskTypes.controller):
+            return rec.id
+    except (NotFoundError, ValidationError):
+        pass
+    pipe = PipelineController.get(
+        pipeline_project=project, pipeline_name=ref, pipeline_version=version
+    )
+    assert pipe.id is not None
+    return pipe.id
+
+
+def _overrides(backend: Backend, task_id: str, values: list[str]) -> list[Any]:
+    """``NAME=VALUE`` (section ``Args``) or ``Section/NAME=VALUE``, typed as stored."""
+    from stepline.core.records import Param
+
+    stored = {p.key: p for p in backend.get_params(task_id)}
+    out: list[Param] = []
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValidationError(f"--param {item!r}: write NAME=VALUE, e.g. --param epochs=5")
+        key = key.strip()
+        if "/" not in key:
+            key = f"{ARGS_SECTION}/{key}"
+        old = stored.get(key)
+        if old is None:
+            known = ", ".join(sorted(k for k in stored if k.startswith(ARGS_SECTION + "/")))
+            raise ValidationError(
+                f"the pipeline has no parameter {key!r}; its arguments: {known or 'none'}"
+            )
+        if not _fits(value, old.type):
+            raise ValidationError(
+                f"--param {item!r}: {key} is a {old.type} and {value!r} is not one"
+            )
+        out.append(Param(old.section, old.name, value, old.type, old.description))
+    return out
+
+
+def _fits(value: str, kind: str) -> bool:
+    """Whether ``value`` (from the command line) reads as a parameter of type ``kind``."""
+    try:
+        if kind == "int":
+            int(value)
+        elif kind == "float":
+            float(value)
+        elif kind == "bool":
+            return value.strip().lower() in ("true", "false", "1", "0", "yes", "no")
+        elif kind in ("list", "dict", "tuple"):
+            return isinstance(json.loads(value), list if kind in ("list", "tuple") else dict)
+    except ValueError:
+        return False
+    return True
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline: Annotated[
+        str, typer.Argument(help="A pipeline's name, or the id of one of its runs.")
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE: a new value for an argument (repeat)."),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", "-q", help="Send the run to an agent of this queue."),
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="The pipeline's project.")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Run this version (default: the highest).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="With --queue: wait for the run's end.")
+    ] = False,
+) -> None:
+    """Run a stored pipeline again, with new argument values: its last run is cloned (DAG,
+    arguments and code) and run here, or queued for an agent with --queue."""
+    import subprocess
+    import sys
+
+    from stepline.core.status import FINAL, TaskStatus
+
+    backend = _backend()
+    from stepline.pipeline.controller import PipelineController
+
+    source = _find_pipeline(backend, pipeline, project, version)
+    changes = _overrides(backend, source, list(param or []))  # checked before anything is made
+    clone = PipelineController.clone(source)
+    assert clone.task is not None
+    rec = clone.task.data
+    if changes:
+        backend.set_params(rec.id, changes)
+    shown = " ".join(f"{p.name}={p.value}" for p in changes) or "the same arguments"
+    if queue is None:
+        typer.echo(f"running pipeline {rec.name} as task {rec.id} here, with {shown}")
+        code = subprocess.call([sys.executable, "-m", "stepline.runner", rec.id])
+        status = backend.get_task(rec.id).status
+        typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
+        raise typer.Exit(0 if status == TaskStatus.completed else (code or 1))
+    backend.enqueue(rec.id, queue)
+    typer.echo(f"pipeline run {rec.id} queued on {queue} with {shown}")
+    if not wait:
+        typer.echo(f"follow it with: stepline pipelines show {rec.id}")
+        return
+    delay = 0.05
+    while (status := backend.get_task(rec.id).status) not in FINAL:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
+    raise typer.Exit(0 if status == TaskStatus.completed else 1)

@@ -35,12 +35,17 @@ from stepline.pipeline.dag import (
     descendants,
     validate,
 )
-from stepline.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
+from stepline.pipeline.executors import (
+    Executor,
+    InProcessExecutor,
+    ProcessExecutor,
+    QueueExecutor,
+)
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
 from stepline.pipeline.scheduler import Outcome, Scheduler
 from stepline.sdk.script_info import add_git_info, script_info
-from stepline.sdk.task import ARGS_SECTION, Task, _user
+from stepline.sdk.task import ARGS_SECTION, ENV_TASK_ID, Task, _user
 
 CONFIG_DAG = "Pipeline"
 RT_VERSION = "version"
@@ -132,6 +137,19 @@ class PipelineController:
         self._store_source = True
         self._script_kind = "pipeline"  #: how the runner reruns the run's task
         self._pipeline_run: PipelineRun | None = None
+        self._from_code = always_create_from_code
+        #: how this run's steps run: "local", "in_process" or "queue" (agents)
+        self._steps_mode = "local"
+        #: Args stored on the task this process was started to run (an agent runs the script
+        #: of a queued or cloned pipeline): they win over the defaults in the code
+        self._stored_args: dict[str, Param] = {}
+        self._attach_to = _task_to_attach(name, project)
+        if self._attach_to:
+            self._stored_args = {
+                p.name: p
+                for p in get_backend().get_params(self._attach_to)
+                if p.section == ARGS_SECTION
+            }
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -169,7 +187,11 @@ class PipelineController:
             raise ValidationError(
                 f"pipeline parameter name {name!r} must be non-empty, without '/' or '.'"
             )
-        self._args[name] = Task._param(ARGS_SECTION, name, default, description or "", param_type)
+        param = Task._param(ARGS_SECTION, name, default, description or "", param_type)
+        stored = self._stored_args.get(name)
+        if stored is not None:  # a rerun with new values: the stored value, the code's type
+            param = dataclasses.replace(param, value=stored.value, type=stored.type or param.type)
+        self._args[name] = param
 
     def get_parameters(self) -> dict[str, Any]:
         """The pipeline's arguments {name: value}, with their types."""
@@ -482,13 +504,40 @@ class PipelineController:
         step_task_completed_callback: Callable[..., Any] | None = None,
         wait: bool = True,
     ) -> bool:
-        """Run the controller on an agent of ``queue``. Needs queues and agents, which this
-        version of stepline does not have yet: use ``start_locally``."""
-        raise StepLineError(
-            f"pipe.start(queue={queue!r}) sends the pipeline to an agent, and this version of "
-            "stepline has no queues and agents yet; run it here with "
-            "pipe.start_locally(run_pipeline_steps_locally=True)"
+        """Send the pipeline to an agent of ``queue``: its task is stored (DAG, arguments,
+        code) and queued, and this process exits, as in the reference. The agent runs the
+        controller, whose steps go to their ``execution_queue`` or the default queue. Run by
+        an agent, this runs the pipeline here with its steps on queues."""
+        if self._attach_to:
+            return self._run(
+                self._queue_executor(),
+                wait=wait,
+                created_cb=step_task_created_callback,
+                completed_cb=step_task_completed_callback,
+            )
+        record = self._enqueue_self(queue)
+        print(
+            f"stepline: pipeline {self._name!r} queued on {queue!r} as task {record.id}; an "
+            f"agent runs it (stepline agent --queue {queue}); follow it with: stepline "
+            f"pipelines show {record.id}"
         )
+        raise SystemExit(0)
+
+    def _enqueue_self(self, queue: str) -> TaskRecord:
+        """Store this pipeline as a draft controller task that reruns this script, and queue
+        it."""
+        if not self._nodes and self._script_kind == "pipeline":
+            raise ValidationError(f"pipeline {self._name!r} has no steps; add some first")
+        validate(self._nodes, self._args)
+        backend = get_backend()
+        self._steps_mode = "queue"
+        record = self._create_task(backend, draft=True)
+        self._task = Task(record, backend)
+        return backend.enqueue(record.id, queue)
+
+    def _queue_executor(self) -> Executor:
+        self._steps_mode = "queue"
+        return QueueExecutor(get_backend(), self._default_queue)
 
     def start_locally(
         self,
@@ -502,16 +551,19 @@ class PipelineController:
         """Run the pipeline's logic in this process. With ``run_pipeline_steps_locally=True``
         each step runs in a child process of this machine (independent steps in parallel, at
         most ``max_workers`` at once, default: the CPU count); ``in_process=True`` calls the
-        function steps in threads of this process instead. Returns whether the run succeeded
-        (with ``wait=False`` it returns at once; use ``wait()``)."""
-        if not run_pipeline_steps_locally and not in_process:
-            raise StepLineError(
-                "pipe.start_locally() with run_pipeline_steps_locally=False sends the steps to "
-                "agents, and this version of stepline has no queues and agents yet; pass "
-                "run_pipeline_steps_locally=True to run each step as a local process"
-            )
+        function steps in threads of this process instead; otherwise the steps go to queues
+        (their ``execution_queue`` or the default queue) and agents run them. Returns whether
+        the run succeeded (with ``wait=False`` it returns at once; use ``wait()``)."""
         workers = max_workers or self._max_workers
-        executor: Executor = InProcessExecutor(workers) if in_process else ProcessExecutor(workers)
+        executor: Executor
+        if in_process:
+            self._steps_mode = "in_process"
+            executor = InProcessExecutor(workers)
+        elif run_pipeline_steps_locally:
+            self._steps_mode = "local"
+            executor = ProcessExecutor(workers)
+        else:
+            executor = self._queue_executor()
         return self._run(
             executor,
             wait=wait,
@@ -563,6 +615,8 @@ class PipelineController:
         )
         self._started = time.time()
         PipelineController._current = self
+        if isinstance(executor, QueueExecutor):
+            executor.log = run.log
         scheduler = Scheduler(
             self._nodes,
             executor,
@@ -648,7 +702,7 @@ class PipelineController:
     def _pipeline_key(self) -> str:
         return f"{self._project.strip('/')}/{self._name}"
 
-    def _create_task(self, backend: Backend) -> TaskRecord:
+    def _create_task(self, backend: Backend, draft: bool = False) -> TaskRecord:
         dag = self._dag_config()
         digest = self._definition_hash(dag)
         previous = backend.find_tasks(
@@ -687,12 +741,17 @@ class PipelineController:
         # git takes a few subprocesses: recorded by a thread while the run starts
         script = script_info(with_packages=False, with_git=False)
         script["kind"] = self._script_kind
+        script["steps"] = self._steps_mode
+        if draft and self._from_code:  # the agent reruns this script, which builds the DAG
+            script["from_code"] = True
         if self._attach_to:
             backend.set_params(self._attach_to, list(self._args.values()))
             backend.set_configs(
                 self._attach_to, [ConfigObject(CONFIG_DAG, json.dumps(dag), "json")]
             )
             backend.set_runtime(self._attach_to, runtime)
+            if self._parent_task is None:  # a rerun: named as runs are numbered
+                backend.update_task(self._attach_to, name=name)
             rec = backend.get_task(self._attach_to)
             if rec.status != TaskStatus.in_progress:
                 rec = backend.set_status(self._attach_to, TaskStatus.in_progress)
@@ -702,7 +761,7 @@ class PipelineController:
                 name=name,
                 project=self._project,
                 type=str(TaskTypes.controller),
-                status=TaskStatus.in_progress,
+                status=TaskStatus.created if draft else TaskStatus.in_progress,
                 tags=sorted(set(["pipeline", *self._tags])),
                 script=script,
                 params=list(self._args.values()),
@@ -789,6 +848,99 @@ class PipelineController:
 
     def update_execution_plot(self) -> None:
         """The DAG and each step's state are recorded as they change; nothing to do."""
+
+    # -- stored pipelines ------------------------------------------------------------------------
+    @classmethod
+    def get(
+        cls,
+        pipeline_id: str | None = None,
+        pipeline_project: str | None = None,
+        pipeline_name: str | None = None,
+        pipeline_version: str | None = None,
+        pipeline_tags: Sequence[str] | None = None,
+        shallow_search: bool = False,
+    ) -> PipelineController:
+        """A stored pipeline run: by id, or the newest run of the highest version of the
+        pipeline ``pipeline_project/pipeline_name`` (optionally of ``pipeline_version``, with
+        ``pipeline_tags``)."""
+        backend = get_backend()
+        if pipeline_id:
+            return stored_pipeline(_controller_record(pipeline_id))
+        if not pipeline_name:
+            raise ValidationError("PipelineController.get needs pipeline_id or pipeline_name")
+        runtime = {RT_NAME: f"{(pipeline_project or '').strip('/')}/{pipeline_name}"}
+        if pipeline_project is None:
+            runtime = {}
+        records = backend.find_tasks(
+            TaskFilter(
+                type=[str(TaskTypes.controller)],
+                runtime=runtime or None,
+                tags=list(pipeline_tags) if pipeline_tags else None,
+                order_by="-created",
+            )
+        )
+        best: tuple[tuple[int, ...], float, TaskRecord] | None = None
+        for rec in records:
+            rt = backend.get_runtime(rec.id)
+            key = rt.get(RT_NAME, "")
+            if not runtime and key.rsplit("/", 1)[-1] != pipeline_name:
+                continue
+            version = rt.get(RT_VERSION) or DEFAULT_VERSION
+            if pipeline_version is not None and version != str(pipeline_version):
+                continue
+            m = _SEMVER.match(version)
+            rank = tuple(int(x or 0) for x in m.groups()) if m else (0,)
+            if best is None or (rank, rec.created) > (best[0], best[1]):
+                best = (rank, rec.created, rec)
+        if best is None:
+            where = f"{pipeline_project}/{pipeline_name}" if pipeline_project else pipeline_name
+            raise NotFoundError(
+                f"no stored run of pipeline {where!r}"
+                + (f" version {pipeline_version}" if pipeline_version else "")
+                + "; see `stepline pipelines list`"
+            )
+        return stored_pipeline(best[2])
+
+    @classmethod
+    def clone(
+        cls,
+        pipeline_controller: PipelineController | Task | str,
+        name: str | None = None,
+        comment: str | None = None,
+        parent: str | None = None,
+        project: str | None = None,
+        version: str | None = None,
+    ) -> PipelineController:
+        """A draft copy of a stored pipeline run (its DAG, arguments and code), to change
+        (``pipe.task.set_parameters({"Args/x": 1})``) and ``enqueue``."""
+        source = _controller_record(pipeline_controller)
+        backend = get_backend()
+        record = backend.clone_task(
+            source.id, name=name, comment=comment, parent=parent, project=project
+        )
+        # which pipeline the draft is a run of (runtime is not copied by a task clone)
+        kept = backend.get_runtime(source.id)
+        runtime = {k: kept[k] for k in (RT_NAME, RT_VERSION, "pipeline/default_queue") if k in kept}
+        if version is not None:
+            runtime[RT_VERSION] = str(version)
+        backend.set_runtime(record.id, runtime)
+        return stored_pipeline(record)
+
+    @classmethod
+    def enqueue(
+        cls,
+        pipeline_controller: PipelineController | Task | str,
+        queue_name: str | None = None,
+        queue_id: str | None = None,
+        force: bool = False,
+    ) -> Any:
+        """Queue a stored (draft) pipeline for an agent; ``queue_name`` defaults to
+        ``services``."""
+        record = _controller_record(pipeline_controller)
+        return Task.enqueue(
+            record.id, queue_name=queue_name or (None if queue_id else "services"),
+            queue_id=queue_id, force=force,
+        )  # fmt: skip
 
     # -- from inside a step ----------------------------------------------------------------------
     @classmethod
@@ -914,5 +1066,70 @@ def run_stored_pipeline(task_id: str) -> int:
             node.function = FunctionSpec(**fn)
         pipe._nodes[name] = node
     pipe._attach_to = task_id
-    ok = pipe.start_locally(run_pipeline_steps_locally=True)
+    mode = (record.script or {}).get("steps") or "local"
+    if mode == "queue":
+        ok = pipe.start()
+    else:
+        ok = pipe.start_locally(run_pipeline_steps_locally=True, in_process=mode == "in_process")
     return 0 if ok else 1
+
+
+def _task_to_attach(name: str, project: str) -> str | None:
+    """The stored controller task this process was started to run (``STEPLINE_TASK_ID``),
+    when it is a run of the pipeline ``project/name``."""
+    task_id = os.environ.get(ENV_TASK_ID)
+    if not task_id:
+        return None
+    backend = get_backend()
+    try:
+        record = backend.get_task(task_id)
+    except NotFoundError:
+        return None
+    if record.type != str(TaskTypes.controller):
+        return None
+    configs = {c.name: c.value for c in backend.get_configs(task_id)}
+    try:
+        dag = json.loads(configs.get(CONFIG_DAG) or "{}")
+    except ValueError:
+        dag = {}
+    if dag.get("name") not in (None, name) or dag.get("project") not in (None, project):
+        return None
+    return task_id
+
+
+def _controller_record(pipeline_controller: Any) -> TaskRecord:
+    backend = get_backend()
+    if isinstance(pipeline_controller, PipelineController):
+        if pipeline_controller.id is None:
+            raise ValidationError("this PipelineController has no stored run yet")
+        return backend.get_task(pipeline_controller.id)
+    if isinstance(pipeline_controller, Task):
+        return pipeline_controller.data
+    return backend.get_task(str(pipeline_controller))
+
+
+def stored_pipeline(record: TaskRecord) -> PipelineController:
+    """A handle on a stored pipeline run (its task, arguments and DAG), not runnable."""
+    backend = get_backend()
+    configs = {c.name: c.value for c in backend.get_configs(record.id)}
+    dag = json.loads(configs.get(CONFIG_DAG) or "{}")
+    pipe = PipelineController.__new__(PipelineController)
+    PipelineController.__init__(
+        pipe,
+        name=dag.get("name") or record.name,
+        project=dag.get("project") or record.project,
+        version=backend.get_runtime(record.id).get(RT_VERSION) or None,
+    )
+    pipe._attach_to = None
+    pipe._task = Task(record, backend)
+    for p in backend.get_params(record.id):
+        if p.section == ARGS_SECTION:
+            pipe._args[p.name] = p
+    for node_name, entry in (dag.get("nodes") or {}).items():
+        pipe._nodes[node_name] = Node(
+            name=node_name,
+            base_task_id=entry.get("base_task_id"),
+            parents=list(entry.get("parents") or []),
+            queue=entry.get("queue"),
+        )
+    return pipe

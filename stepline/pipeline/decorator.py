@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from stepline.backend import Backend
+from stepline.backend import Backend, get_backend
 from stepline.core import params as pv
 from stepline.core.errors import ArtifactNotFoundError, StepLineError, ValidationError
 from stepline.core.records import ConfigObject, NewTask, Param
@@ -1084,21 +1084,48 @@ class PipelineDecorator(PipelineController):
     def _prepare(self) -> Executor:
         spec = self._spec
         assert spec is not None
-        if self._mode is None:
-            where = (
-                "runs the pipeline's logic here and its steps on agents"
-                if spec.execution_queue is None or spec.start_controller_locally
-                else f"sends the pipeline to an agent of queue {spec.execution_queue!r}"
-            )
-            raise StepLineError(
-                f"pipeline {self._name!r}: the default (remote) mode {where}, and this version "
-                "of stepline has no queues and agents yet; call PipelineDecorator.run_locally() "
-                "(a process per step) or PipelineDecorator.debug_pipeline() (steps in this "
-                "process) before calling the pipeline function"
-            )
         self._default_queue = spec.settings.get("_default_queue") or self._default_queue_all
+        if self._attach_to and self._parent_task is None:
+            # this process runs a stored run (an agent, or a rerun): the steps run as stored
+            mode = (get_backend().get_task(self._attach_to).script or {}).get("steps")
+            self._mode = {"in_process": "debug", "local": "local"}.get(mode or "")
         workers = spec.max_workers
-        return InProcessExecutor(workers) if self._mode == "debug" else ProcessExecutor(workers)
+        if self._mode == "debug":
+            self._steps_mode = "in_process"
+            return InProcessExecutor(workers)
+        if self._mode == "local":
+            self._steps_mode = "local"
+            return ProcessExecutor(workers)
+        return self._queue_executor()
+
+    def _sends_itself(self) -> str | None:
+        """The queue this call sends the pipeline to (remote mode, not yet on an agent)."""
+        spec = self._spec
+        if spec is None or self._mode is not None or self._attach_to:
+            return None
+        if spec.start_controller_locally:
+            return None
+        return spec.execution_queue
+
+    def _stored_values(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments, with the values stored on the run this process was started
+        for (a clone with new values) in place of those the code passes."""
+        assert self._spec is not None
+        bound = inspect.signature(self._spec.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        assert self._attach_to
+        stored = {
+            (p.name if p.section == ARGS_SECTION else f"{p.section}/{p.name}"): p
+            for p in get_backend().get_params(self._attach_to)
+        }
+        section_of = {a: s for s, names in self._spec.args_map.items() for a in names}
+        for name, value in values.items():
+            section = section_of.get(name, ARGS_SECTION)
+            p = stored.get(name if section == ARGS_SECTION else f"{section}/{name}")
+            if p is not None and not _has_proxy(value) and is_param_value(value):
+                values[name] = pv.decode(p.value, p.type)
+        return values
 
     def _dag_nodes(self) -> list[Node]:
         return list({**self._added, **self._nodes}.values())
@@ -1119,7 +1146,27 @@ class PipelineDecorator(PipelineController):
         return hashlib.sha256(body.encode()).hexdigest()
 
     def _execute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        """Run the pipeline: its logic in this thread, its steps as the mode says."""
+        """Run the pipeline: its logic in this thread, its steps as the mode says; or, in
+        remote mode, store it and send it to an agent (this process then exits, as in the
+        reference)."""
+        queue = self._sends_itself()
+        if queue is not None:
+            self._set_args(args, kwargs)
+            self._default_queue = (
+                self._spec.settings.get("_default_queue") if self._spec else None
+            ) or self._default_queue_all
+            record = self._enqueue_self(queue)
+            print(
+                f"stepline: pipeline {self._name!r} queued on {queue!r} as task {record.id}; "
+                f"an agent runs it (stepline agent --queue {queue}); follow it with: "
+                f"stepline pipelines show {record.id}"
+            )
+            raise SystemExit(0)
+        if self._attach_to:
+            try:
+                args, kwargs = (), self._stored_values(args, kwargs)
+            except TypeError as exc:
+                raise TypeError(f"pipeline {self._name!r}: {exc}") from None
         executor = self._prepare()
         try:
             self._set_args(args, kwargs)

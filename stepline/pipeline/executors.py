@@ -375,7 +375,8 @@ class QueueExecutor(Executor):
         super().__init__(None)
         self._backend = backend
         self._default = default_queue or "default"
-        self._log = log
+        #: the run's log (the controller sets it once the run exists)
+        self.log = log
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[Done, str, float]] = {}  #: id -> (done, queue, since)
         self._started: set[str] = set()
@@ -434,12 +435,12 @@ class QueueExecutor(Executor):
                 if tid not in self._started and now - since > self.NO_AGENT_WARNING
             }  # fmt: skip
         late -= self._warned
-        if not late or self._log is None:
+        if not late or self.log is None:
             return
         served = {q for agent in self._backend.get_agents() for q in agent.queues}
         for name in sorted(late - served):
             self._warned.add(name)
-            self._log(
+            self.log(
                 f"steps are waiting on queue {name!r} and no live agent serves it; start one: "
                 f"stepline agent --queue {name}"
             )

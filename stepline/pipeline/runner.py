@@ -29,8 +29,8 @@ import traceback
 from typing import Any, TextIO
 
 from stepline.backend import Backend, get_backend
-from stepline.core.config import load_config
 from stepline.core import params as pv
+from stepline.core.config import load_config
 from stepline.core.errors import StepLineError, ValidationError
 from stepline.core.records import Param, TaskRecord
 from stepline.core.status import TaskStatus
@@ -358,7 +358,8 @@ def run_process(task_id: str) -> int:
             capture.close()
         task._finish(failure or None)
         return 1 if failure else 0
-    if script.get("kind") == "pipeline":
+    if script.get("kind") == "pipeline" and not script.get("from_code"):
+        # the DAG stored on the task (else: the script that builds it runs again)
         from stepline.pipeline.controller import run_stored_pipeline
 
         return run_stored_pipeline(task_id)

@@ -174,7 +174,12 @@ def checkout_git(script: dict[str, Any], cache_dir: Path) -> Path:
         if commit:
             git("checkout", "--quiet", commit)
         if diff.strip():
-            git("apply", "--whitespace=nowarn", "-", stdin=diff if diff.endswith("\n") else diff + "\n")
+            git(
+                "apply",
+                "--whitespace=nowarn",
+                "-",
+                stdin=diff if diff.endswith("\n") else diff + "\n",
+            )
         with contextlib.suppress(OSError):
             os.rename(tmp, folder)
     finally:

@@ -26,7 +26,6 @@ import pytest
 from stepline.automation.controller import PipelineDecorator
 from stepline.backend import get_backend
 from stepline.core import params as pv
-from stepline.core.errors import StepLineError
 from stepline.core.records import TaskFilter, TaskRecord
 from stepline.sdk.artifacts import Artifact
 from tests.pipeline import deco_data_steps as steps
@@ -648,5 +647,7 @@ def test_component_reading_an_attribute_of_its_own_name(mode: str):
 
 def test_fixture_resets_the_mode(home: Path):
     assert PipelineDecorator._mode_default is None
-    with pytest.raises(StepLineError, match=r"run_locally\(\)"):
+    with pytest.raises(SystemExit) as info:  # the default (remote) mode queues the controller
         steps.dag_pipeline(n=1)
+    assert info.value.code == 0
+    assert len(get_backend().queue_tasks("services")) == 1

@@ -21,7 +21,6 @@ import pytest
 from stepline import Task
 from stepline.automation.controller import PipelineDecorator
 from stepline.backend import get_backend
-from stepline.core.errors import StepLineError
 from stepline.core.records import TaskFilter, TaskRecord
 from stepline.pipeline.decorator import PipelineFailedError, StepFailedError
 from tests.pipeline import deco_exec_steps as steps
@@ -342,13 +341,17 @@ def test_failed_step_whose_value_is_never_used_fails_the_run(mode: str) -> None:
     assert step_tasks(run.id)["boom"].status == "failed"
 
 
-def test_without_a_mode_the_pipeline_says_how_to_run_it(home: Path) -> None:
+def test_without_a_mode_the_pipeline_is_queued_for_an_agent(home: Path, capsys: Any) -> None:
     assert PipelineDecorator._mode_default is None
-    with pytest.raises(StepLineError) as info:
+    with pytest.raises(SystemExit) as info:
         steps.tolerated_logic({})
-    assert "run_locally()" in str(info.value)
-    assert "debug_pipeline()" in str(info.value)
-    assert get_backend().find_tasks(TaskFilter(project=PROJECT)) == []
+    assert info.value.code == 0
+    (queued,) = get_backend().queue_tasks("services")
+    run = get_backend().get_task(queued)
+    assert run.type == "controller" and run.status == "queued"
+    assert run.script["kind"] == "decorator" and run.script["steps"] == "queue"
+    out = capsys.readouterr().out
+    assert queued in out and "stepline agent --queue services" in out
 
 
 # -- 4. names, loops, nesting, pipelines in pipelines -------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from stepline import Task
-from stepline.core.errors import StepLineError
+from stepline.backend import get_backend
+from stepline.core.status import TaskStatus
 from stepline.pipeline.controller import PipelineController
 from stepline.pipeline.dag import NodeStatus
 from tests.pipeline import exec_steps as steps
@@ -554,17 +555,20 @@ def test_stop_while_a_step_runs(
     assert not pipe.is_successful()
 
 
-def test_running_on_agents_is_refused_clearly(home: Path) -> None:
+def test_steps_for_agents_wait_in_their_queue_until_stopped(home: Path) -> None:
     pipe = new_pipe("agents")
     pipe.add_function_step("a", steps.echo, function_kwargs={"value": 1})
-    with pytest.raises(StepLineError, match="agents"):
-        pipe.start_locally(run_pipeline_steps_locally=False)
-    with pytest.raises(StepLineError, match="agents"):
-        pipe.start_locally()
-    with pytest.raises(StepLineError, match="agents"):
-        pipe.start(queue="services")
-    assert pipe.id is None
-    assert Task.get_tasks(project_name=PROJECT) == []
+    assert pipe.start_locally(wait=False) is True  # steps go to queues: nobody serves them
+    backend = get_backend()
+    deadline = time.monotonic() + 30
+    while not backend.queue_tasks("default") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (queued,) = backend.queue_tasks("default")
+    assert pipe.get_pipeline_dag()["a"].status == "queued"
+    pipe.stop()
+    assert backend.get_task(queued).status == TaskStatus.stopped
+    assert backend.queue_tasks("default") == []
+    assert not pipe.is_successful()
 
 
 # -- how a step's process ends -----------------------------------------------------------------

@@ -1128,7 +1128,7 @@ class SqlBackend:
     def get_queues(self) -> list[QueueRecord]:
         with self._read() as conn:
             rows = conn.execute(select(t.queues).order_by(t.queues.c.name)).all()
-            counts = dict(
+            counts: dict[str, int] = dict(
                 conn.execute(
                     select(t.queue_entries.c.queue_id, func.count()).group_by(
                         t.queue_entries.c.queue_id
@@ -1191,7 +1191,22 @@ class SqlBackend:
             return self._load(conn, task_id)
 
     def dequeue(self, task_id: str) -> TaskRecord:
-        return self.set_status(task_id, TaskStatus.created, message="dequeued")
+        params = {"tid": task_id, "status": "created", "message": "dequeued", "reason": "",
+                  "now": time.time()}  # fmt: skip
+        with self._write() as conn:
+            res = conn.execute(
+                _Q.status_update(TaskStatus.created, True).where(
+                    t.tasks.c.status == literal(TaskStatus.queued.value)
+                ),
+                params,
+            )
+            if res.rowcount == 0:
+                old = conn.execute(_Q.status_of, {"tid": task_id}).scalar()
+                if old is None:
+                    raise TaskNotFoundError(task_id)
+                raise InvalidTransitionError(task_id, old, "created (dequeued)")
+            conn.execute(_Q.dequeue, {"tid": task_id})
+            return self._load(conn, task_id)
 
     def _entries(self, queue_ids: Any) -> Any:
         e = t.queue_entries.c
