@@ -263,6 +263,9 @@ class PipelineRun:
             RT_CACHE_KEY: key,
             RT_CACHE_PARTS: json.dumps(parts, sort_keys=True),
         }
+        rule = node.retry_on_failure if node.retry_on_failure is not None else self.retry_on_failure
+        if rule:  # a step that may be retried is re-queued once if its agent dies under it
+            runtime["_requeue_on_agent_loss"] = "1"
         if node.cache_executed_step and not node.force_recompute:
             hit = find_cached(self.backend, key)
             if hit is not None:
