@@ -54,7 +54,7 @@ class _Job:
     pid: int | None = None
     popen: subprocess.Popen[bytes] | None = None
     killed: bool = False
-    samples: int = 0
+    last_report: float | None = None
     cpu: dict[int, Any] = field(default_factory=dict)
 
 
@@ -150,6 +150,8 @@ class Agent:
             for q in self.queues:
                 self.backend.create_queue(q)
         self.backend.register_agent(self._record())
+        if not self.isolated_env and hasattr(os, "fork"):
+            self._server = ForkServer(env=self._env())  # warm before the first task comes
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
@@ -175,7 +177,7 @@ class Agent:
                     next_check = now + CHECK
                     self._check_stopped()
                 if self._jobs and now >= next_report:
-                    next_report = now + self.report_every
+                    next_report = now + 1.0
                     self._report_usage()
                 if claimed and len(self._jobs) < self.max_jobs:
                     continue  # more may be waiting
@@ -253,25 +255,27 @@ class Agent:
     def _launch(self, job: _Job) -> None:
         task = job.task
         reqs = self._requirements(task)
-        if reqs is None:
+        python = sys.executable
+        if reqs is None and hasattr(os, "fork"):
             if self._server is None or not self._server.alive:
                 self._server = ForkServer(env=self._env())
             self._server.submit(task.id, self._done)
             return
-        from stepline.agent.envs import python_for
+        if reqs is not None:
+            from stepline.agent.envs import python_for
 
-        log: list[str] = []
-        self._log(task.id, [f"stepline agent: preparing an environment with {' '.join(reqs)}"])
-        try:
-            python = python_for(reqs, load_config().cache_dir, log)
-        finally:
-            self._log(task.id, log[-50:])
+            log: list[str] = []
+            self._log(task.id, [f"stepline agent: preparing an environment: {' '.join(reqs)}"])
+            try:
+                python = python_for(reqs, load_config().cache_dir, log)
+            finally:
+                self._log(task.id, log[-50:])
         proc = subprocess.Popen(
             [python, "-m", "stepline.runner", task.id],
             env=self._env(),
             start_new_session=True,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         job.popen = proc
         job.pid = proc.pid
@@ -325,11 +329,15 @@ class Agent:
         return None
 
     def _report_usage(self) -> None:
+        """Called every second while tasks run: each task's process tree is measured, and
+        its CPU and memory use recorded one second after it started, then every
+        ``report_every`` seconds (CPU use is averaged since the previous look)."""
         try:
             import psutil
         except ImportError:
             return
         points: list[ScalarPoint] = []
+        now = time.monotonic()
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
@@ -342,22 +350,27 @@ class Agent:
             except psutil.Error:
                 continue
             cpu = mem = 0.0
+            measured = False
             for proc in procs:
                 try:
                     known = job.cpu.get(proc.pid)
-                    if known is None:
+                    if known is None:  # the first look only starts its CPU count
                         job.cpu[proc.pid] = proc
-                        proc.cpu_percent(None)  # the first call only starts the count
+                        proc.cpu_percent(None)
                     else:
                         cpu += known.cpu_percent(None)
+                        measured = True
                     mem += proc.memory_info().rss
                 except psutil.Error:
                     continue
-            seconds = int(time.monotonic() - job.started)
+            due = job.last_report is None or now - job.last_report >= self.report_every
+            if not measured or not due:
+                continue
+            job.last_report = now
+            seconds = int(now - job.started)
             title = ":monitor:machine"
             points.append(ScalarPoint(job.task.id, title, "cpu_usage", seconds, cpu))
             points.append(ScalarPoint(job.task.id, title, "memory_used_gb", seconds, mem / 2**30))
-            job.samples += 1
         if points:
             with contextlib.suppress(StepLineError):
                 self.backend.add_scalars(points)

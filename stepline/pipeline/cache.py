@@ -34,6 +34,7 @@ CODE_KEYS = (
     "entry_point",
     "content",
     "diff",
+    "modules",  #: the local modules the code imports: editing one invalidates the cache
 )
 
 PART_NAMES = ("code", "parameters", "configurations", "packages", "container")
@@ -55,7 +56,7 @@ def cache_parts(
 
     ``parameters`` maps "Section/key" to the text the step receives, with artifact inputs
     already replaced by their content hash."""
-    code = {k: script[k] for k in CODE_KEYS if script.get(k) not in (None, "")}
+    code = {k: script[k] for k in CODE_KEYS if script.get(k) not in (None, "", {})}
     return {
         "code": _digest(code),
         "parameters": _digest(dict(parameters)),

@@ -36,6 +36,7 @@ from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus, _Job
 from stepline.pipeline.references import PIPELINE, Ref, substitute
 from stepline.pipeline.runner import KWARGS, KWARGS_ARTIFACTS, RETURN
+from stepline.sdk.code import local_modules
 from stepline.sdk.task import Task
 
 # runtime properties of step tasks
@@ -623,6 +624,8 @@ def function_script(fs: FunctionSpec) -> dict[str, Any]:
         "source": fs.source,
         "returns": list(fs.returns),
         "module_dir": fs.module_dir,
+        # the local modules the code imports travel with it (to agents without the files)
+        "modules": local_modules(fs.source, fs.module_dir) if fs.module_dir else {},
         "entry_point": fs.entry_point,
         "requirements": list(fs.packages),
     }

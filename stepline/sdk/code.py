@@ -75,6 +75,24 @@ def _module_files(root: Path, name: str) -> list[Path]:
     return found
 
 
+_installed: set[str] | None = None
+
+
+def _is_installed(top: str) -> bool:
+    """Whether ``top`` is the top-level name of an installed distribution (an editable
+    install of a project in the same folder included): such packages are the environment's
+    to provide, not code to carry."""
+    global _installed
+    if _installed is None:
+        from importlib import metadata
+
+        try:
+            _installed = set(metadata.packages_distributions())
+        except Exception:
+            _installed = set()
+    return top in _installed
+
+
 def local_modules(source: str, root: str | os.PathLike[str], package: str = "") -> dict[str, str]:
     """{path relative to ``root``: source} of the local modules ``source`` imports,
     recursively."""
@@ -92,7 +110,10 @@ def local_modules(source: str, root: str | os.PathLike[str], package: str = "") 
     while todo:
         text, pkg = todo.pop()
         for name in _imports(text, pkg):
-            for path in _module_files(root_path, name):
+            files = _module_files(root_path, name)
+            if files and _is_installed(name.split(".")[0]):
+                continue
+            for path in files:
                 rel = path.relative_to(root_path).as_posix()
                 if rel in found:
                     continue
