@@ -24,13 +24,14 @@ or, set to ``none``, turns this off.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
 import select
 import signal
 import sys
 from typing import Any
+
+from stepline.sdk.code import imported_modules
 
 #: "kill": when its controller is gone, the server SIGKILLs its children instead of SIGTERM.
 ENV_EOF = "STEPLINE_FORKSERVER_EOF"
@@ -152,7 +153,7 @@ def modules_to_preload(source: str, allowed: frozenset[str]) -> list[str]:
     """The modules of ``allowed`` packages that step code imports."""
     if not allowed:
         return []
-    return [m for m in _imported_modules(source) if m.split(".")[0] in allowed]
+    return [m for m in imported_modules(source, submodules=False) if m.split(".")[0] in allowed]
 
 
 def _preload(names: list[str]) -> None:
@@ -167,21 +168,6 @@ def _preload(names: list[str]) -> None:
             importlib.import_module(name)
     if new:
         gc.freeze()
-
-
-def _imported_modules(source: str) -> list[str]:
-    """The absolute module names the code imports, anywhere in it, in order."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append(node.module)
-    return list(dict.fromkeys(names))
 
 
 def _warm(backend: Any) -> None:

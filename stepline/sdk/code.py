@@ -33,8 +33,9 @@ _cache: dict[tuple[str, str], dict[str, str]] = {}
 _cache_lock = threading.Lock()
 
 
-def _imports(source: str, package: str) -> list[str]:
-    """Absolute names of the modules ``source`` imports; ``package`` resolves relative ones."""
+def imported_modules(source: str, package: str = "", *, submodules: bool = True) -> list[str]:
+    """Absolute names of the modules ``source`` imports; ``package`` resolves relative ones.
+    With ``submodules``, ``from pkg import name`` also counts ``pkg.name`` (it may be one)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -55,7 +56,8 @@ def _imports(source: str, package: str) -> list[str]:
             if mod:
                 names.append(mod)
                 # "from pkg import sub" may import the submodule pkg.sub
-                names.extend(f"{mod}.{alias.name}" for alias in node.names if alias.name != "*")
+                if submodules:
+                    names.extend(f"{mod}.{a.name}" for a in node.names if a.name != "*")
     return list(dict.fromkeys(names))
 
 
@@ -109,7 +111,7 @@ def local_modules(source: str, root: str | os.PathLike[str], package: str = "") 
     todo = [(source, package)]
     while todo:
         text, pkg = todo.pop()
-        for name in _imports(text, pkg):
+        for name in imported_modules(text, pkg):
             files = _module_files(root_path, name)
             if files and _is_installed(name.split(".")[0]):
                 continue
