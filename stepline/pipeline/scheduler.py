@@ -330,7 +330,8 @@ class Scheduler:
         deadline = time.monotonic() + node.timeout if node.timeout else None
         self._state.running[task_id] = _Running(node, deadline, local=local)
         queued = local is None and self.executor.queues
-        self._set(node, NodeStatus.queued if queued else NodeStatus.running)
+        if not queued:
+            self._set(node, NodeStatus.running)
         try:
             if local is not None:
                 threading.Thread(
@@ -341,6 +342,8 @@ class Scheduler:
             self.executor.submit(
                 task_id, self._done, is_function=node.is_function, queue=node.queue
             )
+            if queued:  # once the task is on its queue (its start is an event after this)
+                self._set(node, NodeStatus.queued)
         except Exception as exc:
             self._state.running.pop(task_id, None)
             self.hooks.end_task(node, TaskStatus.failed, f"could not start: {exc}")

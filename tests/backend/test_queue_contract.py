@@ -417,3 +417,15 @@ def test_a_reaped_agent_heartbeat_is_refused(backend: Backend) -> None:
     wait_until(backend.reap_agents)
     with pytest.raises(NotFoundError):
         backend.heartbeat("dying-id", [])
+
+
+def test_a_requeued_task_keeps_its_priority(backend: Backend) -> None:
+    task_id = new_task(backend, "urgent", _requeue_on_agent_loss="1")
+    backend.enqueue(task_id, "default", priority=5)
+    backend.register_agent(agent("lost", timeout=0.0))
+    assert backend.claim(["default"], "lost-id") is not None
+    waiting = [new_task(backend, f"w{i}") for i in range(3)]
+    for other in waiting:
+        backend.enqueue(other, "default")
+    assert wait_until(backend.reap_agents) == [(task_id, "requeued")]
+    assert backend.queue_tasks("default") == [task_id, *waiting]

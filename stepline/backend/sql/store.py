@@ -1182,12 +1182,10 @@ class SqlBackend:
                 insert(t.queue_entries),
                 {"task_id": task_id, "queue_id": qid, "priority": int(priority), "enqueued": now},
             )
-            _upsert(
-                conn,
-                t.task_runtime,
-                [{"task_id": task_id, "key": "_queue", "value": queue}],
-                ["task_id", "key"],
-            )
+            rows = [{"task_id": task_id, "key": "_queue", "value": queue}]
+            # kept for a re-queue after its agent dies
+            rows.append({"task_id": task_id, "key": "_priority", "value": str(int(priority))})
+            _upsert(conn, t.task_runtime, rows, ["task_id", "key"])
             return self._load(conn, task_id)
 
     def dequeue(self, task_id: str) -> TaskRecord:
@@ -1377,7 +1375,9 @@ class SqlBackend:
             conn.execute(
                 select(t.task_runtime.c.key, t.task_runtime.c.value).where(
                     t.task_runtime.c.task_id == task_id,
-                    t.task_runtime.c.key.in_(["_queue", "_requeue_on_agent_loss", "_agent_losses"]),
+                    t.task_runtime.c.key.in_(
+                        ["_queue", "_priority", "_requeue_on_agent_loss", "_agent_losses"]
+                    ),
                 )
             ).all()
         )
@@ -1400,8 +1400,9 @@ class SqlBackend:
             )  # fmt: skip
             conn.execute(
                 insert(t.queue_entries),
-                {"task_id": task_id, "queue_id": qid, "priority": 0, "enqueued": now},
-            )
+                {"task_id": task_id, "queue_id": qid,
+                 "priority": int(runtime.get("_priority") or 0), "enqueued": now},
+            )  # fmt: skip
             _upsert(
                 conn,
                 t.task_runtime,
