@@ -236,8 +236,7 @@ class Agent:
         job = _Job(record, time.monotonic())
         with self._lock:
             self._jobs[record.id] = job
-        queue = self.backend.get_runtime(record.id).get("_queue", "?")
-        self._say(f"running task {record.id} ({record.name}) from queue {queue}")
+        self._say(f"running task {record.id} ({record.name})")
         try:
             self._launch(job)
         except Exception as exc:

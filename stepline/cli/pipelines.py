@@ -573,9 +573,8 @@ def run_pipeline(
     if not wait:
         typer.echo(f"follow it with: stepline pipelines show {rec.id}")
         return
-    delay = 0.05
-    while (status := backend.get_task(rec.id).status) not in FINAL:
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+    task = clone.task
+    task.wait_for_status(status=[str(s) for s in FINAL], raise_on_status=(), check_interval_sec=1)
+    status = task.data.status
     typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
     raise typer.Exit(0 if status == TaskStatus.completed else 1)

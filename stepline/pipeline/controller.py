@@ -1023,48 +1023,9 @@ def _packages(packages: str | Sequence[str] | None) -> list[str]:
 def run_stored_pipeline(task_id: str) -> int:
     """Run a stored pipeline task (a clone of an earlier run, or a pipeline used as a step of
     another pipeline) from its stored DAG, with its stored arguments."""
-    backend = get_backend()
-    record = backend.get_task(task_id)
-    configs = {c.name: c.value for c in backend.get_configs(task_id)}
-    if CONFIG_DAG not in configs:
-        raise ValidationError(f"task {task_id} holds no pipeline (no configuration {CONFIG_DAG!r})")
-    dag = json.loads(configs[CONFIG_DAG])
-    runtime = backend.get_runtime(task_id)
-    pipe = PipelineController(
-        name=dag.get("name") or record.name,
-        project=dag.get("project") or record.project,
-        version=runtime.get(RT_VERSION) or None,
-    )
-    for p in backend.get_params(task_id):
-        if p.section == ARGS_SECTION:
-            pipe._args[p.name] = p
-    for name, entry in dag.get("nodes", {}).items():
-        node = Node(
-            name=name,
-            base_task_id=entry.get("base_task_id"),
-            parents=list(entry.get("parents") or []),
-            queue=entry.get("queue"),
-            timeout=entry.get("time_limit"),
-            parameters=dict(entry.get("parameters") or {}),
-            configurations=dict(entry.get("configurations") or {}),
-            task_overrides=dict(entry.get("task_overrides") or {}),
-            cache_executed_step=bool(entry.get("cache_executed_step")),
-            clone_task=entry.get("clone_task", True),
-            continue_on_fail=bool(entry.get("continue_on_fail")),
-            continue_on_abort=bool(entry.get("continue_on_abort")),
-            skip_children_on_fail=entry.get("skip_children_on_fail", True),
-            skip_children_on_abort=entry.get("skip_children_on_abort", True),
-            monitor_metrics=list(entry.get("monitor_metrics") or []),
-            monitor_artifacts=list(entry.get("monitor_artifacts") or []),
-            monitor_models=list(entry.get("monitor_models") or []),
-            retry_on_failure=entry.get("retry_on_failure"),
-            stage=entry.get("stage"),
-            job_type=entry.get("job_type"),
-        )
-        fn = entry.get("function")
-        if fn:
-            node.function = FunctionSpec(**fn)
-        pipe._nodes[name] = node
+    record = get_backend().get_task(task_id)
+    pipe = stored_pipeline(record)
+    pipe._task = None
     pipe._attach_to = task_id
     mode = (record.script or {}).get("steps") or "local"
     if mode == "queue":
@@ -1109,13 +1070,16 @@ def _controller_record(pipeline_controller: Any) -> TaskRecord:
 
 
 def stored_pipeline(record: TaskRecord) -> PipelineController:
-    """A handle on a stored pipeline run (its task, arguments and DAG), not runnable."""
+    """The pipeline a stored run holds: its task, arguments and DAG (from the configuration
+    object ``Pipeline``)."""
     backend = get_backend()
     configs = {c.name: c.value for c in backend.get_configs(record.id)}
-    dag = json.loads(configs.get(CONFIG_DAG) or "{}")
-    pipe = PipelineController.__new__(PipelineController)
-    PipelineController.__init__(
-        pipe,
+    if CONFIG_DAG not in configs:
+        raise ValidationError(
+            f"task {record.id} holds no pipeline (no configuration {CONFIG_DAG!r})"
+        )
+    dag = json.loads(configs[CONFIG_DAG])
+    pipe = PipelineController(
         name=dag.get("name") or record.name,
         project=dag.get("project") or record.project,
         version=backend.get_runtime(record.id).get(RT_VERSION) or None,
@@ -1125,11 +1089,31 @@ def stored_pipeline(record: TaskRecord) -> PipelineController:
     for p in backend.get_params(record.id):
         if p.section == ARGS_SECTION:
             pipe._args[p.name] = p
-    for node_name, entry in (dag.get("nodes") or {}).items():
-        pipe._nodes[node_name] = Node(
-            name=node_name,
+    for name, entry in dag.get("nodes", {}).items():
+        node = Node(
+            name=name,
             base_task_id=entry.get("base_task_id"),
             parents=list(entry.get("parents") or []),
             queue=entry.get("queue"),
+            timeout=entry.get("time_limit"),
+            parameters=dict(entry.get("parameters") or {}),
+            configurations=dict(entry.get("configurations") or {}),
+            task_overrides=dict(entry.get("task_overrides") or {}),
+            cache_executed_step=bool(entry.get("cache_executed_step")),
+            clone_task=entry.get("clone_task", True),
+            continue_on_fail=bool(entry.get("continue_on_fail")),
+            continue_on_abort=bool(entry.get("continue_on_abort")),
+            skip_children_on_fail=entry.get("skip_children_on_fail", True),
+            skip_children_on_abort=entry.get("skip_children_on_abort", True),
+            monitor_metrics=list(entry.get("monitor_metrics") or []),
+            monitor_artifacts=list(entry.get("monitor_artifacts") or []),
+            monitor_models=list(entry.get("monitor_models") or []),
+            retry_on_failure=entry.get("retry_on_failure"),
+            stage=entry.get("stage"),
+            job_type=entry.get("job_type"),
         )
+        fn = entry.get("function")
+        if fn and "source" in fn:  # a decorator's DAG keeps step code on the step tasks only
+            node.function = FunctionSpec(**fn)
+        pipe._nodes[name] = node
     return pipe

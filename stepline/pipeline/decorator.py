@@ -1084,7 +1084,7 @@ class PipelineDecorator(PipelineController):
     def _prepare(self) -> Executor:
         spec = self._spec
         assert spec is not None
-        self._default_queue = spec.settings.get("_default_queue") or self._default_queue_all
+        self._pick_default_queue()
         if self._attach_to and self._parent_task is None:
             # this process runs a stored run (an agent, or a rerun): the steps run as stored
             mode = (get_backend().get_task(self._attach_to).script or {}).get("steps")
@@ -1097,6 +1097,12 @@ class PipelineDecorator(PipelineController):
             self._steps_mode = "local"
             return ProcessExecutor(workers)
         return self._queue_executor()
+
+    def _pick_default_queue(self) -> None:
+        """Steps naming no queue go to the pipeline's ``default_queue``, else the one set for
+        all pipelines (``set_default_execution_queue``), else ``default``."""
+        own = self._spec.settings.get("_default_queue") if self._spec else None
+        self._default_queue = own or self._default_queue_all
 
     def _sends_itself(self) -> str | None:
         """The queue this call sends the pipeline to (remote mode, not yet on an agent)."""
@@ -1152,9 +1158,7 @@ class PipelineDecorator(PipelineController):
         queue = self._sends_itself()
         if queue is not None:
             self._set_args(args, kwargs)
-            self._default_queue = (
-                self._spec.settings.get("_default_queue") if self._spec else None
-            ) or self._default_queue_all
+            self._pick_default_queue()
             record = self._enqueue_self(queue)
             print(
                 f"stepline: pipeline {self._name!r} queued on {queue!r} as task {record.id}; "

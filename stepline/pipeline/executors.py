@@ -26,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from stepline.backend import Backend
+from stepline.core.errors import StepLineError
+from stepline.core.records import TaskFilter
 from stepline.core.status import FINAL, TaskStatus
 
 Done = Callable[[str, "TaskStatus | None", str], None]
@@ -399,9 +401,6 @@ class QueueExecutor(Executor):
                 self._thread.start()
 
     def _watch(self) -> None:
-        from stepline.core.errors import StepLineError
-        from stepline.core.records import TaskFilter
-
         next_reap = 0.0
         while not self._closed.wait(self.POLL):
             with self._lock:
@@ -446,8 +445,6 @@ class QueueExecutor(Executor):
             )
 
     def kill(self, task_id: str) -> None:
-        from stepline.core.errors import StepLineError
-
         with self._lock:
             if task_id not in self._waiting:
                 return
