@@ -56,14 +56,14 @@ TIMEOUT = 120  # seconds a child process may take before a test gives up on it
 
 @contextmanager
 def started_together(
-    script: str, argvs: Sequence[Sequence[str]], home: Path
+    script: str, argvs: Sequence[Sequence[str]], home: Path, **env: str
 ) -> Iterator[list[tuple[str, str]]]:
     """Run one child per argv; each prints "ready" once loaded and then waits for a line on
     stdin, which all of them get at once. Yields [(stdout, stderr)] once all have exited 0."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, *argv],
-            env=run_env(home),
+            env=run_env(home, **env),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

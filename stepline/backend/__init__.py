@@ -19,10 +19,14 @@ _current_pid: int | None = None
 def open_backend(config: Config) -> Backend:
     """A new backend for ``config``."""
     if config.api_url:
-        raise ConfigError(
-            f"STEPLINE_API={config.api_url} is set, but this version of stepline has no HTTP "
-            "client backend yet; unset STEPLINE_API to use the embedded store"
-        )
+        if not config.api_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"STEPLINE_API={config.api_url!r} is not a server URL; set it to e.g. "
+                "http://host:8080, or unset it to use the embedded store"
+            )
+        from stepline.backend.http.client import HttpBackend
+
+        return HttpBackend(config.api_url, home=config.home, token=config.token)
     from stepline.backend.sql.store import SqlBackend
 
     return SqlBackend(

@@ -125,12 +125,15 @@ class Backend(Protocol):
         *,
         move: bool = False,
         defer_hash: bool = False,
+        sha256: str = "",
     ) -> ArtifactRecord:
         """Store the file at ``local_path`` as the task's artifact ``record.name`` (replacing
         one of that name) and return the record with its url, size and hash filled in.
         With ``move`` the file is consumed (it may be renamed into storage). With
         ``defer_hash`` a large file may be committed with its size and an empty hash, the
-        sha256 being recorded moments later (``wait_for_uploads`` waits for that)."""
+        sha256 being recorded moments later (``wait_for_uploads`` waits for that).
+        ``sha256``: the file's hash, when the caller has just computed it (it is trusted,
+        which saves reading the file again)."""
         ...
 
     def wait_for_uploads(self) -> None:
@@ -208,11 +211,24 @@ class Backend(Protocol):
         """The ids of the tasks waiting in ``queue``, in the order they will be claimed."""
         ...
 
-    def claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
+    def claim(
+        self, queues: Sequence[str], agent_id: str, *, wait: float = 0.0
+    ) -> TaskRecord | None:
         """Take the next task of the first of ``queues`` that has one and move it to
         ``in_progress`` for ``agent_id`` (runtime ``_agent`` and ``_queue`` say who and from
-        where), atomically: each queued task is claimed by exactly one caller."""
+        where), atomically: each queued task is claimed by exactly one caller. With ``wait``,
+        an empty queue is waited on for up to that many seconds."""
         ...
+
+    def watch(self, known: Mapping[str, TaskStatus], *, timeout: float = 0.0) -> list[TaskRecord]:
+        """The tasks among ``known``'s ids whose status is no longer the one given, waiting
+        up to ``timeout`` seconds for there to be one (tasks that do not exist are left
+        out). ``pushes_changes`` says whether the backend is told of changes (a server) or
+        looks again every ``poll_interval`` seconds."""
+        ...
+
+    #: True when ``claim(wait=...)`` and ``watch`` return as soon as something changes
+    pushes_changes: bool
 
     # -- agents ---------------------------------------------------------------------------
     def register_agent(self, agent: AgentRecord) -> None:

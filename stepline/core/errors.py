@@ -67,3 +67,22 @@ class StoreLockedError(StoreError):
 
 class ConflictError(StoreError):
     """The operation conflicts with what is already stored (e.g. a duplicate name)."""
+
+
+class AuthError(StepLineError):
+    """A stepline server refused the request's token (or it had none)."""
+
+
+class RequestTooLargeError(ValidationError):
+    """A request to a stepline server was larger than it accepts."""
+
+
+def error_classes() -> dict[str, type[StepLineError]]:
+    """Every stepline error class by name (to rebuild an error that crossed the wire)."""
+    found: dict[str, type[StepLineError]] = {}
+    todo: list[type[StepLineError]] = [StepLineError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found

@@ -87,6 +87,7 @@ class TaskFilter:
     type: list[str] | None = None
     parent: str | None = None
     runtime: dict[str, str] | None = None  #: runtime properties with exactly these values
+    updated_after: float | None = None  #: only tasks whose last_update is later than this
     archived: bool | None = False  #: False hides archived tasks, None shows all
     order_by: str = "-created"
     limit: int | None = None
@@ -174,3 +175,15 @@ class AgentRecord:
     timeout: float = 30.0
     running: list[str] = field(default_factory=list)  #: ids of the tasks it runs now
     info: dict[str, Any] = field(default_factory=dict)  #: resources, max_jobs, services mode
+
+
+@dataclass
+class ApiToken:
+    """A token a stepline server accepts. Only its sha256 is stored; the secret is shown once,
+    when it is created."""
+
+    id: str
+    name: str
+    created: float
+    last_used: float | None = None
+    revoked: float | None = None

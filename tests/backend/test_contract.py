@@ -1,10 +1,10 @@
 """The contract every ``stepline.backend.protocol.Backend`` implementation keeps.
 
-Each test runs once per factory in ``IMPLEMENTATIONS`` (today: SQLite; an HTTP client and
-PostgreSQL get appended later). The tests use only the Protocol's methods and the records and
-errors of ``stepline.core``; whatever an implementation stores on disk lives under the folder
-its factory is given, which is how "no bytes are left behind" is checked without knowing how
-an implementation lays out its files.
+Each test runs once per factory in ``IMPLEMENTATIONS`` (SQLite, and the HTTP client through a
+real server on loopback; PostgreSQL gets appended later). The tests use only the Protocol's
+methods and the records and errors of ``stepline.core``; whatever an implementation stores on
+disk lives under the folder its factory is given, which is how "no bytes are left behind" is
+checked without knowing how an implementation lays out its files.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from stepline.backend.protocol import KEEP, Backend
+from stepline.backend.sql.store import SqlBackend
 from stepline.core.errors import (
     ArtifactCorruptError,
     ArtifactNotFoundError,
@@ -49,13 +50,25 @@ from stepline.core.status import ALLOWED_FROM, FINAL, TaskStatus, TaskTypes
 
 def sqlite_backend(root: Path) -> Backend:
     """The embedded store: a SQLite file and an artifact folder under ``root``."""
-    from stepline.backend.sql.store import SqlBackend
-
     return SqlBackend(f"sqlite:///{root / 'stepline.db'}", str(root / "artifacts"), home=root)
 
 
+def http_backend(root: Path) -> Backend:
+    """The HTTP client, through a real server on loopback serving a SQLite store; the
+    server's store and the client's cache both live under ``root``."""
+    from tests.serverproc import ServedBackend
+
+    server_home = root / "server"
+    server_home.mkdir()
+    inner = SqlBackend(
+        f"sqlite:///{server_home / 'stepline.db'}", str(server_home / "artifacts"),
+        home=server_home,
+    )  # fmt: skip
+    return ServedBackend(inner, root / "client")
+
+
 #: Factories ``(folder) -> Backend``; every file the backend writes must stay in the folder.
-IMPLEMENTATIONS: list[Callable[[Path], Backend]] = [sqlite_backend]
+IMPLEMENTATIONS: list[Callable[[Path], Backend]] = [sqlite_backend, http_backend]
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
@@ -842,10 +855,15 @@ def test_put_artifact_on_unknown_task_leaves_no_file(
     assert src.read_bytes() == data
 
 
-def test_artifact_whose_file_is_gone(store: Backend, make_file: Callable[..., Path]) -> None:
+def test_artifact_whose_file_is_gone(
+    store: Backend, root: Path, make_file: Callable[..., Path]
+) -> None:
     rec = new_task(store)
-    stored = store.put_artifact(artifact(rec.id), str(make_file(payload("gone"))))
-    os.unlink(store.artifact_local_path(stored))
+    data = payload("gone")
+    stored = store.put_artifact(artifact(rec.id), str(make_file(data)))
+    store.artifact_local_path(stored)
+    for path in files_holding(root, data):  # the stored bytes and any cached copy
+        os.unlink(path)
     with pytest.raises(ArtifactNotFoundError) as exc:
         store.artifact_local_path(stored)
     assert rec.id in str(exc.value)
@@ -864,11 +882,16 @@ def _tamper(path: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "appended", "altered"])
 def test_corrupt_artifact_is_detected(
-    store: Backend, make_file: Callable[..., Path], how: str
+    store: Backend, root: Path, make_file: Callable[..., Path], how: str
 ) -> None:
     rec = new_task(store)
-    stored = store.put_artifact(artifact(rec.id), str(make_file(payload("corrupt"))))
-    _tamper(store.artifact_local_path(stored), how)
+    data = payload("corrupt")
+    stored = store.put_artifact(artifact(rec.id), str(make_file(data)))
+    store.artifact_local_path(stored)
+    copies = files_holding(root, data)  # the stored bytes and any cached copy
+    assert copies
+    for path in copies:
+        _tamper(str(path), how)
     for verify in (None, True):
         with pytest.raises(ArtifactCorruptError) as exc:
             store.artifact_local_path(stored, verify=verify)

@@ -1,15 +1,16 @@
 """The store's queue and agent calls: enqueue/dequeue/queue_tasks/claim, heartbeats, and what
 happens to the tasks of an agent that stops sending them (``reap_agents``).
 
-Every test runs on the real SQLite store of a fresh ``STEPLINE_HOME`` (the ``backend``
-fixture); the claim race runs in several real processes.
+Every test runs twice: on the real SQLite store of a fresh ``STEPLINE_HOME``, and through the
+HTTP client and a real server (on loopback) over that store. The claim race runs in several
+real processes.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,33 @@ from stepline.core.status import TaskStatus
 from tests.conftest import started_together
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(params=["sqlite", "http"])
+def backend(
+    request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """The store of the test's home, directly or through a server (then ``STEPLINE_API``
+    points child processes at the server too)."""
+    from stepline.backend import get_backend, reset_backend
+    from stepline.backend.http.client import HttpBackend
+    from stepline.backend.sql.store import SqlBackend
+    from tests.serverproc import serve
+
+    local = get_backend()
+    if request.param == "sqlite":
+        yield local
+        return
+    assert isinstance(local, SqlBackend)
+    served = serve(SqlBackend(local.url, str(local.storage.root), home=home))
+    monkeypatch.setenv("STEPLINE_API", served.url)
+    client = HttpBackend(served.url, home=home / "client")
+    reset_backend(client)
+    try:
+        yield client
+    finally:
+        reset_backend()
+        served.stop()
 
 
 def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
@@ -285,7 +313,8 @@ def test_each_task_is_claimed_by_exactly_one_process(backend: Backend, home: Pat
     ids = [new_task(backend, f"t{i}") for i in range(90)]
     for task_id in ids:
         backend.enqueue(task_id, "default")
-    with started_together(CLAIMER, [["p1"], ["p2"], ["p3"]], home) as outputs:
+    api = {"STEPLINE_API": url} if (url := getattr(backend, "url", "")).startswith("http") else {}
+    with started_together(CLAIMER, [["p1"], ["p2"], ["p3"]], home, **api) as outputs:
         per_process = [out.split() for out, _ in outputs]
     counts = Counter(tid for got in per_process for tid in got)
     assert set(counts) == set(ids)

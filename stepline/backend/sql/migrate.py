@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from stepline.core.errors import StoreError
 
 #: The newest revision in migrations/versions; a test keeps the two equal.
-HEAD = "0003"
+HEAD = "0004"
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

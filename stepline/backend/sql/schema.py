@@ -55,6 +55,7 @@ tasks = Table(
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_parent", "parent_id"),
     Index("ix_tasks_created", "created"),
+    Index("ix_tasks_last_update", "last_update"),
 )
 
 
@@ -192,4 +193,15 @@ agents = Table(
     Column("timeout", Float, nullable=False),
     Column("running", JSON, nullable=False),
     Column("info", JSON, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("last_used", Float, nullable=True),
+    Column("revoked", Float, nullable=True),
 )

@@ -19,6 +19,7 @@ What it guarantees and how:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import sys
 import threading
@@ -272,6 +273,10 @@ class SqlBackend:
         except OperationalError as exc:
             raise self._translate(exc) from exc
         self.storage = BlobStorage(storage_url, home / "cache")
+        #: this store cannot tell a waiter about a change: ``claim(wait=...)`` and ``watch``
+        #: look again every ``poll_interval`` seconds
+        self.pushes_changes = False
+        self.poll_interval = 0.02
         self.home = home
         self._projects: dict[str, str] = {}
         self._hasher = _Hasher()
@@ -499,6 +504,8 @@ class SqlBackend:
             q = q.where(c.parent_id == flt.parent)
         if flt.archived is not None:
             q = q.where(c.archived == flt.archived)
+        if flt.updated_after is not None:
+            q = q.where(c.last_update > flt.updated_after)
         for key, value in (flt.runtime or {}).items():
             rt = t.task_runtime.c
             q = q.where(
@@ -796,14 +803,15 @@ class SqlBackend:
         *,
         move: bool = False,
         defer_hash: bool = False,
+        sha256: str = "",
     ) -> ArtifactRecord:
         check_name(record.name, f"artifact name (task {record.task_id})")
         with self._read() as conn:
             self._require(conn, record.task_id)
         try:
             size = os.path.getsize(local_path)
-            deferred = defer_hash and self.storage.local and size >= DEFER_HASH_MIN
-            digest = "" if deferred else file_digest(local_path)[0]
+            deferred = not sha256 and defer_hash and self.storage.local and size >= DEFER_HASH_MIN
+            digest = sha256 or ("" if deferred else file_digest(local_path)[0])
         except FileNotFoundError:
             raise ArtifactNotFoundError(
                 f"artifact {record.name!r} of task {record.task_id}: the file to upload, "
@@ -824,40 +832,58 @@ class SqlBackend:
             content_type=record.content_type,
             created=time.time(),
         )
-        c = t.artifacts.c
         try:
-            with self._write() as conn:
-                old = conn.execute(
-                    select(c.url).where(c.task_id == record.task_id, c.name == record.name)
-                ).scalar()
-                _upsert(
-                    conn,
-                    t.artifacts,
-                    [
-                        {
-                            "task_id": stored.task_id,
-                            "name": stored.name,
-                            "type": stored.type,
-                            "mode": stored.mode,
-                            "url": stored.url,
-                            "hash": stored.hash,
-                            "size": stored.size,
-                            "preview": stored.preview,
-                            "meta": stored.metadata,
-                            "content_type": stored.content_type,
-                            "created": stored.created,
-                        }
-                    ],
-                    ["task_id", "name"],
-                )
+            self._commit_artifact(stored)
         except BaseException:
             self.storage.delete(url)
             raise
-        if old and old != url:
-            self.storage.delete(old)
         if deferred:
             self._hasher.submit(self, stored)
         return stored
+
+    def commit_artifact(
+        self, record: ArtifactRecord, url: str, sha256: str, size: int
+    ) -> ArtifactRecord:
+        """Record an artifact whose bytes a client put into this store's (remote) storage
+        itself, at ``url``."""
+        check_name(record.name, f"artifact name (task {record.task_id})")
+        if not self.storage.owns(url):
+            raise ValidationError(f"{url!r} is not inside the artifact storage")
+        with self._read() as conn:
+            self._require(conn, record.task_id)
+        stored = dataclasses.replace(record, url=url, hash=sha256, size=size, created=time.time())
+        self._commit_artifact(stored)
+        return stored
+
+    def _commit_artifact(self, stored: ArtifactRecord) -> None:
+        """Insert or replace the record; the replaced one's file is deleted after commit."""
+        c = t.artifacts.c
+        with self._write() as conn:
+            old = conn.execute(
+                select(c.url).where(c.task_id == stored.task_id, c.name == stored.name)
+            ).scalar()
+            _upsert(
+                conn,
+                t.artifacts,
+                [
+                    {
+                        "task_id": stored.task_id,
+                        "name": stored.name,
+                        "type": stored.type,
+                        "mode": stored.mode,
+                        "url": stored.url,
+                        "hash": stored.hash,
+                        "size": stored.size,
+                        "preview": stored.preview,
+                        "meta": stored.metadata,
+                        "content_type": stored.content_type,
+                        "created": stored.created,
+                    }
+                ],
+                ["task_id", "name"],
+            )
+        if old and old != stored.url:
+            self.storage.delete(old)
 
     def _record_hash(self, rec: ArtifactRecord) -> None:
         """Compute and record the sha256 of an artifact committed without it."""
@@ -1219,7 +1245,32 @@ class SqlBackend:
             qid = self._queue_id(conn, queue)
             return [str(r[0]) for r in conn.execute(self._entries(qid)).all()]
 
-    def claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
+    def claim(
+        self, queues: Sequence[str], agent_id: str, *, wait: float = 0.0
+    ) -> TaskRecord | None:
+        deadline = time.monotonic() + wait
+        while True:
+            record = self._claim(queues, agent_id)
+            left = deadline - time.monotonic()
+            if record is not None or left <= 0:
+                return record
+            time.sleep(min(self.poll_interval, left))
+
+    def watch(self, known: Mapping[str, TaskStatus], *, timeout: float = 0.0) -> list[TaskRecord]:
+        deadline = time.monotonic() + timeout
+        ids = list(known)
+        while True:
+            changed = [
+                r
+                for r in self.find_tasks(TaskFilter(ids=ids, archived=None))
+                if r.status != known[r.id]
+            ]
+            left = deadline - time.monotonic()
+            if changed or left <= 0 or not ids:
+                return changed
+            time.sleep(min(self.poll_interval, left))
+
+    def _claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
         names = list(dict.fromkeys(queues))
         if not names:
             return None

@@ -1,0 +1,1 @@
+"""The backend Protocol over a stepline server's REST API (``client.HttpBackend``)."""

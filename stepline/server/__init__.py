@@ -1,0 +1,1 @@
+"""The stepline server: the store over a REST API (``app.create_app``)."""

@@ -1,0 +1,296 @@
+"""The stepline server: ``create_app(backend)`` serves a backend over a REST API (``/api/v1``).
+
+The application is a thin adapter: each route checks its request against a wire schema
+(``backend.http.wire``), calls one ``Backend`` method and returns the result; the same
+``StepLineError`` a backend raises comes back to the client as JSON (``{"error", "message"}``)
+with a fitting HTTP status, and the HTTP client raises it again. Anything else that goes wrong
+is logged here and answered with a 500 that says so, never with a stack trace.
+
+Guards (``Guard``, a plain ASGI middleware): a token on every request but ``/health`` when
+tokens are required; a size limit on request bodies (uploads have their own, larger one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stepline.backend.http.wire import error_body
+from stepline.backend.protocol import Backend
+from stepline.core.errors import (
+    ArtifactCorruptError,
+    AuthError,
+    ConfigError,
+    ConflictError,
+    InvalidTransitionError,
+    NotFoundError,
+    RequestTooLargeError,
+    StepLineError,
+    StoreLockedError,
+    ValidationError,
+)
+from stepline.core.records import ApiToken
+from stepline.server.hub import Hub
+
+log = logging.getLogger("stepline.server")
+
+#: request bodies (JSON) larger than this are refused with 413
+MAX_BODY = 64 << 20
+#: uploads (artifact bytes) larger than this are refused with 413
+MAX_UPLOAD = 1 << 40
+#: paths that never need a token
+OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
+#: how long a checked token (or "no token is needed") is remembered
+AUTH_TTL = 2.0
+
+
+class Tokens(Protocol):
+    """What the server needs of a token store (``backend.sql.tokens.SqlTokens``)."""
+
+    def active(self) -> bool: ...
+
+    def check(self, secret: str) -> ApiToken | None: ...
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+STATUS_OF: list[tuple[type[StepLineError], int]] = [
+    (AuthError, 401),
+    (RequestTooLargeError, 413),
+    (NotFoundError, 404),
+    (InvalidTransitionError, 409),
+    (ConflictError, 409),
+    (ArtifactCorruptError, 409),
+    (ValidationError, 422),
+    (StoreLockedError, 503),
+    (ConfigError, 503),
+]
+
+
+def status_of(exc: StepLineError) -> int:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+def error_response(exc: StepLineError) -> JSONResponse:
+    code = status_of(exc)
+    headers = {"Retry-After": "1"} if code == 503 else None
+    return JSONResponse(error_body(exc), status_code=code, headers=headers)
+
+
+class Guard:
+    """Token check and body size limit, before any route runs."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        tokens: Tokens | None,
+        require: bool,
+        max_body: int,
+        max_upload: int,
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.require = require
+        self.max_body = max_body
+        self.max_upload = max_upload
+        self._known: dict[str, float] = {}
+        self._needed: tuple[bool, float] = (require, 0.0)
+
+    def _tokens_needed(self) -> bool:
+        if self.require:
+            return True
+        if self.tokens is None:
+            return False
+        needed, until = self._needed
+        now = time.monotonic()
+        if now >= until:
+            needed = self.tokens.active()
+            self._needed = (needed, now + AUTH_TTL)
+        return needed
+
+    def _valid(self, secret: str) -> bool:
+        now = time.monotonic()
+        until = self._known.get(secret)
+        if until is not None and now < until:
+            return True
+        if self.tokens is None or self.tokens.check(secret) is None:
+            return False
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[secret] = now + AUTH_TTL
+        return True
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if path not in OPEN_PATHS and await asyncio.to_thread(self._tokens_needed):
+            secret = _secret(headers)
+            if not secret or not await asyncio.to_thread(self._valid, secret):
+                what = "has no token" if not secret else "has a token this server does not accept"
+                exc = AuthError(
+                    f"the request {what}. Send 'Authorization: Bearer TOKEN' (clients: set "
+                    "STEPLINE_TOKEN); a token is made on the server with `stepline server token "
+                    "create NAME`"
+                )
+                await error_response(exc)(scope, receive, send)
+                return
+        limit = self.max_upload if path.endswith("/uploads") else self.max_body
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await error_response(_too_large(limit))(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(limit: int) -> RequestTooLargeError:
+    return RequestTooLargeError(
+        f"the request body is larger than this server accepts ({limit} bytes); send metrics "
+        "and log lines in smaller batches, or raise the limit (`stepline server --max-body-mb`)"
+    )
+
+
+def _secret(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    cookie = headers.get("cookie", "")
+    for part in cookie.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "stepline_token":
+            return value.strip()
+    return ""
+
+
+def create_app(
+    backend: Backend,
+    *,
+    tokens: Tokens | None = None,
+    require_token: bool = False,
+    max_body: int = MAX_BODY,
+    max_upload: int = MAX_UPLOAD,
+    upload_dir: Path | None = None,
+) -> FastAPI:
+    """The server's ASGI application over ``backend``. ``tokens``: where API tokens are
+    checked; once one exists (or with ``require_token``) every request but health checks
+    needs one. ``upload_dir``: where uploads wait to be committed (default: beside the
+    artifacts when they are a local folder, so committing one is a rename)."""
+    from stepline import __version__
+    from stepline.server import api
+
+    hub = Hub()
+    uploads = upload_dir or api.default_upload_dir(backend)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        hub.bind(asyncio.get_running_loop())
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        await asyncio.to_thread(api.sweep_uploads, uploads)
+        yield
+
+    app = FastAPI(
+        title="stepline",
+        version=__version__,
+        description="Tasks, parameters, artifacts, metrics, logs, queues and agents of a "
+        "stepline store.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.backend = backend
+    app.state.hub = hub
+    app.state.uploads = uploads
+    app.state.auth = require_token or tokens is not None
+
+    @app.exception_handler(StepLineError)
+    async def _stepline_error(request: Request, exc: StepLineError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = "the request is not valid: " + "; ".join(problems)
+        return JSONResponse(
+            {"error": "ValidationError", "message": message, "detail": {}}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = "NotFoundError" if exc.status_code == 404 else "StepLineError"
+        message = (
+            f"no API route {request.method} {request.url.path}; see /api/docs"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return JSONResponse(
+            {"error": name, "message": message, "detail": {}}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error in %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {
+                "error": "StoreError",
+                "message": f"the server failed on {request.method} {request.url.path} "
+                f"({type(exc).__name__}); its log has the details",
+                "detail": {},
+            },
+            status_code=500,
+        )
+
+    app.include_router(api.router(hub), prefix="/api/v1")
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(
+        Guard,
+        tokens=tokens,
+        require=require_token,
+        max_body=max_body,
+        max_upload=max_upload,
+    )
+    return app
