@@ -78,6 +78,8 @@ class ServerProc:
     url: str
     proc: subprocess.Popen[str]
     home: Path
+    reader: threading.Thread | None = None
+    output: list[str] | None = None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -87,6 +89,10 @@ class ServerProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:
@@ -114,7 +120,10 @@ def start_server(home: Path, *args: str, **env: str) -> ServerProc:
         proc.kill()
         raise RuntimeError(f"stepline server did not start: {rest}")
     url = match.group(1)
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    output = [first]
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
+    reader.start()  # keeps the pipe drained; the lines are kept for failing tests
     deadline = time.monotonic() + 20
     while True:
         with contextlib.suppress(httpx.HTTPError):
@@ -124,7 +133,7 @@ def start_server(home: Path, *args: str, **env: str) -> ServerProc:
             proc.kill()
             raise RuntimeError("stepline server did not answer /health")
         time.sleep(0.02)
-    return ServerProc(url, proc, home)
+    return ServerProc(url, proc, home, reader, output)
 
 
 @contextlib.contextmanager

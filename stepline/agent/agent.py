@@ -15,7 +15,8 @@ While tasks run the agent
   asked, runtime ``_requeue_on_agent_loss``) or failed;
 * reports each task's CPU and memory use (``:monitor:machine``) every ``report_every`` seconds.
 
-Idle, it looks for work every ``poll`` seconds with a read that takes no lock.
+Idle, it looks for work every ``poll`` seconds with a read that takes no lock; through a
+server (``STEPLINE_API``) its claim is a long poll instead, answered the moment a task is queued.
 """
 
 from __future__ import annotations
@@ -158,12 +159,21 @@ class Agent:
         self._say(f"agent {self.name} serving {', '.join(self.queues)} (id {self.id})")
         next_beat = next_check = next_report = 0.0
         idle_since = time.monotonic()
+        push = self.backend.pushes_changes
+        last_claimed = False
         try:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 claimed = False
-                if len(self._jobs) < self.max_jobs and not (once and self.ran):
-                    claimed = self._claim_one()
+                room = len(self._jobs) < self.max_jobs and not (once and self.ran)
+                wait = 0.0
+                if room and push and not last_claimed:  # a server answers when work comes
+                    duties = [next_beat - now, *([next_check - now] if self._jobs else [])]
+                    wait = min(max(0.0, min(duties)), self.heartbeat_every)
+                if room:
+                    claimed = self._claim_one(wait)
+                    now = time.monotonic()
+                last_claimed = claimed
                 if claimed or self._jobs:
                     idle_since = now
                 elif (once and self.ran) or (
@@ -181,6 +191,8 @@ class Agent:
                     self._report_usage()
                 if claimed and len(self._jobs) < self.max_jobs:
                     continue  # more may be waiting
+                if room and push:
+                    continue  # the claim itself waited
                 self._wake.wait(self.poll)
                 self._wake.clear()
         finally:
@@ -224,9 +236,9 @@ class Agent:
                 self._kill(rec.id)
 
     # -- running a task -------------------------------------------------------------------------
-    def _claim_one(self) -> bool:
+    def _claim_one(self, wait: float = 0.0) -> bool:
         try:
-            record = self.backend.claim(self.queues, self.id)
+            record = self.backend.claim(self.queues, self.id, wait=wait)
         except StepLineError as exc:
             self._say(f"could not claim a task: {exc}")
             return False

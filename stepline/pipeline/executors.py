@@ -358,13 +358,17 @@ class InProcessExecutor(Executor):
 
 
 class QueueExecutor(Executor):
-    """Steps go to queues and run on agents. A watcher thread reads the status of every step
-    sent (one query per ``POLL`` seconds for all of them), tells the scheduler when one starts
+    """Steps go to queues and run on agents. A watcher thread follows the status of every step
+    sent (on a server, with a long poll that returns when one changes; on the embedded store,
+    one query per ``POLL`` seconds for all of them), tells the scheduler when one starts
     and when it ends, takes dead agents' tasks off their hands (``reap_agents``), and says so
     in the run's log when a step waits on a queue that no live agent serves."""
 
     queues = True
+    #: seconds between looks, on a store that cannot tell of changes
     POLL = 0.02
+    #: longest wait of one long poll on a server; a step sent meanwhile joins the next one
+    PUSH_WAIT = 0.25
     #: Seconds a step may wait before the run's log says no agent serves its queue.
     NO_AGENT_WARNING = 5.0
 
@@ -383,7 +387,9 @@ class QueueExecutor(Executor):
         self._waiting: dict[str, tuple[Done, str, float]] = {}  #: id -> (done, queue, since)
         self._started: set[str] = set()
         self._warned: set[str] = set()
+        self._seen: dict[str, TaskStatus] = {}  #: the last status the watcher saw
         self._closed = threading.Event()
+        self._submitted = threading.Event()
         self._thread: threading.Thread | None = None
 
     def submit(
@@ -394,6 +400,8 @@ class QueueExecutor(Executor):
         with self._lock:
             self._waiting[task_id] = (done, name, time.monotonic())
             self._started.discard(task_id)
+            self._seen[task_id] = TaskStatus.queued
+            self._submitted.set()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._watch, name="stepline-queue-watch", daemon=True
@@ -402,28 +410,42 @@ class QueueExecutor(Executor):
 
     def _watch(self) -> None:
         next_reap = 0.0
-        while not self._closed.wait(self.POLL):
+        push = self._backend.pushes_changes
+        while not self._closed.is_set():
             with self._lock:
-                ids = list(self._waiting)
-            if not ids:
+                known = {tid: self._seen.get(tid, TaskStatus.queued) for tid in self._waiting}
+            if not known:
+                self._submitted.wait(0.5)
+                self._submitted.clear()
                 continue
             try:
-                records = self._backend.find_tasks(TaskFilter(ids=ids, archived=None))
+                if push:  # the server answers when one of them changes
+                    records = self._backend.watch(known, timeout=self.PUSH_WAIT)
+                elif self._closed.wait(self.POLL):
+                    break
+                else:
+                    records = self._backend.find_tasks(TaskFilter(ids=list(known), archived=None))
                 now = time.monotonic()
                 if now >= next_reap:
                     next_reap = now + 1.0
                     self._backend.reap_agents()
                     self._check_agents(now)
             except StepLineError:
+                if self._closed.wait(self.POLL):
+                    break
                 continue
             for rec in records:
+                self._seen[rec.id] = rec.status
                 if rec.status == TaskStatus.in_progress and rec.id not in self._started:
                     self._started.add(rec.id)
                     if self.on_started is not None:
                         self.on_started(rec.id)
+                elif rec.status == TaskStatus.queued:  # put back after its agent died
+                    self._started.discard(rec.id)
                 elif rec.status in FINAL:
                     with self._lock:
                         entry = self._waiting.pop(rec.id, None)
+                        self._seen.pop(rec.id, None)
                     if entry is not None:
                         entry[0](rec.id, rec.status, rec.status_reason)
 
@@ -459,3 +481,4 @@ class QueueExecutor(Executor):
         for task_id in left:
             self.kill(task_id)
         self._closed.set()
+        self._submitted.set()

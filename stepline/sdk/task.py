@@ -398,8 +398,13 @@ class Task:
                 )
             if current in wanted:
                 return
-            if timeout is not None and _time.monotonic() - start > timeout:
+            waited = _time.monotonic() - start
+            if timeout is not None and waited > timeout:
                 raise TimeoutError(f"task {self.id} is still {current} after {timeout:g} s")
+            if self._backend.pushes_changes:  # a server answers when the status changes
+                left = 30.0 if timeout is None else max(0.0, timeout - waited)
+                self._backend.watch({self.id: self._record.status}, timeout=min(left, 30.0))
+                continue
             _time.sleep(delay)
             delay = min(delay * 1.5, max(0.02, float(check_interval_sec)), 1.0)
 

@@ -75,8 +75,15 @@ def _upload_path(folder: Path, upload_id: str) -> Path:
     return folder / f"{upload_id}.bin"
 
 
+#: what every route answers on a client error (401, 404, 409, 413, 422, ...): the JSON the
+#: app's error handlers send, documented in place of FastAPI's own 422 body
+ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": w.ErrorW, "description": "The request was refused: {error, message, detail}"}
+}
+
+
 def router(hub: Hub) -> APIRouter:
-    r = APIRouter()
+    r = APIRouter(responses=ERRORS)
 
     def be(request: Request) -> Backend:
         return request.app.state.backend
