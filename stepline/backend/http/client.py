@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
-from stepline.backend.http import wire as w
+from stepline.backend.http import convert as w
 from stepline.backend.protocol import KEEP
 from stepline.backend.storage import CHUNK, BlobStorage, file_digest
 from stepline.core.errors import (

@@ -7,29 +7,29 @@ its columns without changing the API, and the API is versioned (``/api/v1``) on 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepline.core.errors import StepLineError, error_classes
+from stepline.backend.http.convert import (  # noqa: F401 - the server's names for them
+    API,
+    agent_record,
+    artifact_record,
+    dump,
+    error_body,
+    error_from,
+    model_record,
+    queue_record,
+    records,
+    task_record,
+)
 from stepline.core.records import (
-    AgentRecord,
-    ArtifactRecord,
     ConfigObject,
-    Event,
-    LogLine,
-    ModelRecord,
     NewTask,
     Param,
-    QueueRecord,
-    ScalarPoint,
     TaskFilter,
-    TaskRecord,
 )
 from stepline.core.status import TaskStatus
-
-API = "/api/v1"
 
 #: integers the store keeps in 64 bits
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
@@ -302,30 +302,7 @@ class ErrorW(Wire):
     detail: dict[str, Any] = {}
 
 
-# -- records <-> JSON (the client's side: plain dicts, no validation cost) -------------------
-
-
-def dump(obj: Any) -> Any:
-    """A record (or list of them) as JSON-ready data."""
-    if isinstance(obj, list):
-        return [dump(o) for o in obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    return _plain(obj)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, TaskStatus):
-        return v.value
-    if isinstance(v, list):
-        return [dump(x) for x in v]
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return dump(v)
-    return v
-
-
-def task_record(d: dict[str, Any]) -> TaskRecord:
-    return TaskRecord(**{**d, "status": TaskStatus(d["status"])})
+# -- wire schemas -> records --------------------------------------------------------------------
 
 
 def new_task(w: NewTaskW) -> NewTask:
@@ -337,56 +314,3 @@ def new_task(w: NewTaskW) -> NewTask:
 
 def task_filter(w: TaskFilterW) -> TaskFilter:
     return TaskFilter(**w.model_dump())
-
-
-def artifact_record(d: dict[str, Any]) -> ArtifactRecord:
-    return ArtifactRecord(**d)
-
-
-def model_record(d: dict[str, Any]) -> ModelRecord:
-    return ModelRecord(**d)
-
-
-def agent_record(d: dict[str, Any]) -> AgentRecord:
-    return AgentRecord(**d)
-
-
-def queue_record(d: dict[str, Any]) -> QueueRecord:
-    return QueueRecord(**d)
-
-
-def records(cls: type, items: list[Any]) -> list[Any]:
-    """Build ``cls`` records from pydantic objects or dicts."""
-    return [cls(**(i.model_dump() if isinstance(i, BaseModel) else i)) for i in items]
-
-
-RECORD_OF = {
-    ScalarW: ScalarPoint,
-    EventW: Event,
-    LogLineW: LogLine,
-    ParamW: Param,
-    ConfigW: ConfigObject,
-}
-
-
-def error_body(exc: StepLineError) -> dict[str, Any]:
-    detail = {
-        k: v
-        for k, v in vars(exc).items()
-        if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
-    }
-    return {"error": type(exc).__name__, "message": str(exc), "detail": detail}
-
-
-def error_from(body: Any, fallback: type[StepLineError]) -> StepLineError:
-    """The error a server sent back, as the same ``StepLineError`` subclass."""
-    name = body.get("error") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    cls = error_classes().get(name or "", fallback)
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message or str(body))
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, dict):
-        for k, v in detail.items():
-            setattr(exc, k, v)
-    return exc
