@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from stepline.core.records import TaskRecord
 from stepline.core.status import TaskStatus
+from stepline.pipeline.views import task_duration  # noqa: F401 - the commands import it from here
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -62,17 +62,6 @@ def fmt_time(ts: float | None, *, seconds: bool = True) -> str:
         return "-"
     fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
     return dt.datetime.fromtimestamp(ts).strftime(fmt)
-
-
-def task_duration(record: TaskRecord, now: float | None = None) -> float | None:
-    """Seconds the task ran: started to completed, or started to now while it runs."""
-    if not record.started:
-        return None
-    if record.completed:
-        return max(0.0, record.completed - record.started)
-    if record.status == TaskStatus.in_progress:
-        return max(0.0, (time.time() if now is None else now) - record.started)
-    return None
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -211,7 +211,7 @@ def create_app(
     needs one. ``upload_dir``: where uploads wait to be committed (default: beside the
     artifacts when they are a local folder, so committing one is a rename)."""
     from stepline import __version__
-    from stepline.server import api
+    from stepline.server import api, pipelines
 
     hub = Hub()
     uploads = upload_dir or api.default_upload_dir(backend)
@@ -281,6 +281,7 @@ def create_app(
         )
 
     app.include_router(api.router(hub), prefix="/api/v1")
+    app.include_router(pipelines.router(), prefix="/api/v1")
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

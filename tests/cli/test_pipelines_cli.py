@@ -12,8 +12,8 @@ from typer.testing import CliRunner, Result
 
 from stepline.backend import get_backend
 from stepline.cli.main import app
-from stepline.cli.pipelines import dag_order
 from stepline.pipeline.controller import PipelineController
+from stepline.pipeline.views import dag_order
 from stepline.sdk.task import Task
 
 #: Environment variables that would make Rich colour or size its output as for a terminal.
