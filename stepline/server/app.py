@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stepline.backend.http.wire import error_body
+from stepline.backend.http.wire import ErrorW, error_body
 from stepline.backend.protocol import Backend
 from stepline.core.errors import (
     ArtifactCorruptError,
@@ -53,6 +53,11 @@ MAX_UPLOAD = 1 << 40
 OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
 #: how long a checked token (or "no token is needed") is remembered
 AUTH_TTL = 2.0
+#: what the OpenAPI document says of every route's client errors (401, 404, 409, 413, 422):
+#: the JSON the handlers below send, in place of FastAPI's own 422 body (``{"detail": [...]}``)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorW, "description": "Refused: {error, message, detail}"}
+}
 
 
 class Tokens(Protocol):
@@ -164,7 +169,30 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > limit:
             await error_response(_too_large(limit))(scope, receive, send)
             return
+        if (
+            length is None
+            and limit == self.max_body
+            and scope["method"] in ("POST", "PUT", "PATCH")
+        ):
+            # a chunked JSON body: read it whole (it is parsed whole anyway) so that one over
+            # the limit gets its 413 before any route sees it
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                total += len(chunks[-1])
+                if total > limit:
+                    await error_response(_too_large(limit))(scope, receive, send)
+                    return
+                if not message.get("more_body"):
+                    break
+            whole = b"".join(chunks)
+            receive = _replay(whole, receive)
         seen = 0
+        started = False
 
         async def counted() -> Any:
             nonlocal seen
@@ -175,7 +203,49 @@ class Guard:
                     raise _too_large(limit)
             return message
 
-        await self.app(scope, counted, send)
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except Exception as exc:
+            # answered here rather than by Starlette's last handler, which raises the error
+            # again once it has answered: the server would then drop the connection, and a
+            # client's next request on it would fail too
+            if started:
+                raise
+            await crash_response(scope["method"], path, exc)(scope, receive, send)
+
+
+def crash_response(method: str, path: str, exc: Exception) -> JSONResponse:
+    """A 500 for an error that is no ``StepLineError``: logged here, named to the client
+    without a trace."""
+    log.error("error in %s %s", method, path, exc_info=exc)
+    return JSONResponse(
+        {
+            "error": "StoreError",
+            "message": f"the server failed on {method} {path} ({type(exc).__name__}); its log "
+            "has the details",
+            "detail": {},
+        },
+        status_code=500,
+    )
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives ``body`` once, then what the client sends next."""
+    given = False
+
+    async def replay() -> Any:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _too_large(limit: int) -> RequestTooLargeError:
@@ -238,6 +308,8 @@ def create_app(
     app.state.backend = backend
     app.state.hub = hub
     app.state.uploads = uploads
+    #: sha256 of each upload as it arrived, until it is committed
+    app.state.upload_hashes = {}
     app.state.auth = require_token or tokens is not None
 
     @app.exception_handler(StepLineError)
@@ -269,19 +341,10 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {
-                "error": "StoreError",
-                "message": f"the server failed on {request.method} {request.url.path} "
-                f"({type(exc).__name__}); its log has the details",
-                "detail": {},
-            },
-            status_code=500,
-        )
+        return crash_response(request.method, request.url.path, exc)
 
-    app.include_router(api.router(hub), prefix="/api/v1")
-    app.include_router(pipelines.router(), prefix="/api/v1")
+    app.include_router(api.router(hub), prefix="/api/v1", responses=ERROR_RESPONSES)
+    app.include_router(pipelines.router(), prefix="/api/v1", responses=ERROR_RESPONSES)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -69,7 +69,9 @@ class Hub:
             return True
         waits = [asyncio.ensure_future(e.wait()) for e in events]
         try:
-            done, _ = await asyncio.wait(waits, timeout=timeout)
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for fut in waits:
                 fut.cancel()

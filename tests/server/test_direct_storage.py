@@ -22,9 +22,7 @@ from tests.serverproc import ServedBackend
 @pytest.fixture
 def remote_storage(tmp_path: Path) -> Iterator[tuple[ServedBackend, str]]:
     bucket = f"memory://bucket-{uuid.uuid4().hex[:8]}"
-    inner = SqlBackend(
-        f"sqlite:///{tmp_path / 'server.db'}", bucket, home=tmp_path / "server"
-    )
+    inner = SqlBackend(f"sqlite:///{tmp_path / 'server.db'}", bucket, home=tmp_path / "server")
     client = ServedBackend(inner, tmp_path / "client")
     yield client, bucket
     client.close()

@@ -19,12 +19,20 @@ from stepline.core.status import TaskStatus
 API = "/api/v1"
 
 
+#: types whose values go into JSON as they are (a TaskStatus is a str subclass: not here)
+_JSON = frozenset({str, int, float, bool, type(None), dict})
+
+
 def dump(obj: Any) -> Any:
     """A record (or list of them) as JSON-ready data."""
     if isinstance(obj, list):
         return [dump(o) for o in obj]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        d = dict(vars(obj))  # records are plain dataclasses: vars() is their fields
+        for k, v in d.items():
+            if type(v) not in _JSON:
+                d[k] = _plain(v)
+        return d
     return _plain(obj)
 
 
@@ -59,8 +67,9 @@ def queue_record(d: dict[str, Any]) -> QueueRecord:
 
 
 def records(cls: type, items: list[Any]) -> list[Any]:
-    """Build ``cls`` records from dicts (or objects with ``model_dump``, e.g. wire schemas)."""
-    return [cls(**(i.model_dump() if hasattr(i, "model_dump") else i)) for i in items]
+    """Build ``cls`` records from dicts, or from wire schemas (whose ``__dict__`` holds
+    their fields: cheaper than ``model_dump`` on a batch of thousands)."""
+    return [cls(**(i if isinstance(i, dict) else i.__dict__)) for i in items]
 
 
 def error_body(exc: StepLineError) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import re
 import sys
 import threading
 import time
@@ -495,6 +496,13 @@ class SqlBackend:
         if flt.project is not None:
             q = q.where(t.projects.c.name == flt.project.strip("/"))
         if flt.name:
+            try:
+                re.compile(flt.name)
+            except re.error as exc:
+                raise ValidationError(
+                    f"task name filter {flt.name!r} is not a regular expression ({exc}); "
+                    "escape special characters, e.g. re.escape(name)"
+                ) from None
             q = q.where(c.name.regexp_match(flt.name))
         if flt.status:
             q = q.where(c.status.in_([TaskStatus(s).value for s in flt.status]))
@@ -957,6 +965,12 @@ class SqlBackend:
         )
         with self._write() as conn:
             self._require(conn, rec.task_id)
+            taken = conn.execute(select(t.models.c.id).where(t.models.c.id == rec.id)).first()
+            if taken is not None:
+                raise ConflictError(
+                    f"a model with id {rec.id!r} exists already; leave the id empty to get a "
+                    "new one"
+                )
             conn.execute(
                 insert(t.models),
                 [
