@@ -60,9 +60,9 @@ from stepline.core.records import (
 )
 from tests.serverproc import Served, serve
 
-#: examples per operation and pass: 4 passes x ~50 operations take ~30 s on 2 cores
+#: examples per operation and pass: 4 passes x ~50 operations take ~25 s on 2 cores
 #: (STEPLINE_FUZZ_EXAMPLES=200 for a deeper run by hand)
-MAX_EXAMPLES = int(os.environ.get("STEPLINE_FUZZ_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("STEPLINE_FUZZ_EXAMPLES", "15"))
 #: long polls and the field that says how long they may wait
 LONG_POLLS = {"/api/v1/claim": "wait", "/api/v1/tasks/watch": "timeout"}
 STREAM = "/api/v1/stream"
