@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stepline.backend.http import wire as w
 from stepline.backend.protocol import KEEP, Backend
+from stepline.backend.storage import file_digest
 from stepline.core.errors import (
     ArtifactCorruptError,
     ArtifactNotFoundError,
@@ -83,11 +84,7 @@ def _parse(adapters: tuple[TypeAdapter[Any], TypeAdapter[Any]], raw: bytes) -> A
     try:
         return adapter.validate_json(raw)
     except PydanticValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err.get('loc', ())) or 'body'}: {err.get('msg')}"
-            for err in exc.errors()[:10]
-        ]
-        raise ValidationError("the request is not valid: " + "; ".join(problems)) from None
+        raise ValidationError(w.validation_message(exc.errors())) from None
 
 
 def _json_body(item: type[BaseModel]) -> dict[str, Any]:
@@ -269,8 +266,8 @@ def router(hub: Hub) -> APIRouter:
         hashes: dict[str, str] = request.app.state.upload_hashes
         if len(hashes) > 10_000:  # uploads never committed: their files expire on their own
             hashes.clear()
-        hashes[upload_id] = h.hexdigest()
-        return {"id": upload_id, "sha256": h.hexdigest(), "size": size}
+        hashes[upload_id] = digest = h.hexdigest()
+        return {"id": upload_id, "sha256": digest, "size": size}
 
     @r.post("/tasks/{task_id}/artifacts", response_model=w.ArtifactW, status_code=201)
     def put_artifact(task_id: str, body: w.ArtifactCommitW, request: Request) -> Any:
@@ -291,14 +288,13 @@ def router(hub: Hub) -> APIRouter:
                         "expired); upload the bytes again"
                     )
                 size = path.stat().st_size
-                digest = hashlib.sha256()
                 if body.sha256 and body.size is not None and body.size != size:
                     raise ArtifactCorruptError(
                         f"artifact {body.name!r} of task {task_id}: {size} bytes arrived but "
                         f"{body.size} were sent; upload it again"
                     )
                 hashed = request.app.state.upload_hashes.pop(body.upload, None)
-                known = hashed if hashed is not None else _upload_hash(path, digest)
+                known = hashed if hashed is not None else file_digest(path)[0]
                 if body.sha256 and body.sha256 != known:
                     raise ArtifactCorruptError(
                         f"artifact {body.name!r} of task {task_id}: the bytes that arrived do "
@@ -546,13 +542,6 @@ class _BigFileResponse(FileResponse):
     """Sent in 1 MiB reads (Starlette's 64 KiB cost a worker-thread hop each)."""
 
     chunk_size = 1 << 20
-
-
-def _upload_hash(path: Path, digest: Any) -> str:
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    return str(digest.hexdigest())
 
 
 def _artifact(backend: Backend, task_id: str, name: str) -> ArtifactRecord:

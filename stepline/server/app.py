@@ -17,7 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stepline.backend.http.wire import ErrorW, error_body
+from stepline.backend.http.wire import ErrorW, error_body, validation_message
 from stepline.backend.protocol import Backend
 from stepline.core.errors import (
     ArtifactCorruptError,
@@ -123,6 +123,18 @@ class Guard:
         self._known: dict[str, float] = {}
         self._needed: tuple[bool, float] = (require, 0.0)
 
+    async def _ask(self, check: Callable[..., bool], *args: Any) -> bool:
+        """``check(*args)``, answered from the caches here when they hold the answer, else in
+        a worker thread (it reads the store)."""
+        if self.require or self.tokens is None:
+            return check(*args)
+        now = time.monotonic()
+        if check == self._tokens_needed and now < self._needed[1]:
+            return self._needed[0]
+        if check == self._valid and now < self._known.get(args[0], 0.0):
+            return True
+        return await asyncio.to_thread(check, *args)
+
     def _tokens_needed(self) -> bool:
         if self.require:
             return True
@@ -153,9 +165,9 @@ class Guard:
             return
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if path not in OPEN_PATHS and await asyncio.to_thread(self._tokens_needed):
+        if path not in OPEN_PATHS and await self._ask(self._tokens_needed):
             secret = _secret(headers)
-            if not secret or not await asyncio.to_thread(self._valid, secret):
+            if not secret or not await self._ask(self._valid, secret):
                 what = "has no token" if not secret else "has a token this server does not accept"
                 exc = AuthError(
                     f"the request {what}. Send 'Authorization: Bearer TOKEN' (clients: set "
@@ -306,7 +318,6 @@ def create_app(
         openapi_url="/api/v1/openapi.json",
     )
     app.state.backend = backend
-    app.state.hub = hub
     app.state.uploads = uploads
     #: sha256 of each upload as it arrived, until it is committed
     app.state.upload_hashes = {}
@@ -318,11 +329,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors()[:10]:
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        message = "the request is not valid: " + "; ".join(problems)
+        message = validation_message(exc.errors())
         return JSONResponse(
             {"error": "ValidationError", "message": message, "detail": {}}, status_code=422
         )

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -363,9 +364,11 @@ class HttpBackend:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(local_path, dest)
         except OSError:
-            with_suppress_unlink(local_path)
+            with contextlib.suppress(OSError):
+                os.unlink(local_path)
 
-    def _forget(self, task_id: str, name: str | None = None) -> None:
+    def _forget(self, task_id: str) -> None:
+        """Drop this machine's cached copies of the task's artifacts."""
         import shutil
 
         shutil.rmtree(self.cache_dir / "artifacts" / task_id, ignore_errors=True)
@@ -615,10 +618,3 @@ def _chunks(path: str, hasher: Any) -> Iterator[bytes]:
         while chunk := f.read(CHUNK):
             hasher.update(chunk)
             yield chunk
-
-
-def with_suppress_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -7,6 +7,7 @@ its columns without changing the API, and the API is versioned (``/api/v1``) on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -66,6 +67,15 @@ def _not_nan(value: float) -> float:
     if value != value:
         raise ValueError("NaN cannot be stored; leave the point out")
     return value
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """One line naming what is wrong with a request, from pydantic's error list."""
+    problems = []
+    for err in list(errors)[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "the request is not valid: " + "; ".join(problems)
 
 
 class Wire(BaseModel):
