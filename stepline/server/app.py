@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stepline.backend.http.wire import ErrorW, error_body, validation_message
@@ -50,7 +50,9 @@ MAX_BODY = 64 << 20
 #: uploads (artifact bytes) larger than this are refused with 413
 MAX_UPLOAD = 1 << 40
 #: paths that never need a token
-OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
+OPEN_PATHS = frozenset({"/health", "/api/v1/health", "/login"})
+#: path prefixes that never need a token (the UI's stylesheet, script and icon)
+OPEN_PREFIXES = ("/static/",)
 #: how long a checked token (or "no token is needed") is remembered
 AUTH_TTL = 2.0
 #: what the OpenAPI document says of every route's client errors (401, 404, 409, 413, 422):
@@ -165,9 +167,16 @@ class Guard:
             return
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if path not in OPEN_PATHS and await self._ask(self._tokens_needed):
+        if (
+            path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+            and await self._ask(self._tokens_needed)
+        ):
             secret = _secret(headers)
             if not secret or not await self._ask(self._valid, secret):
+                if _wants_page(scope, headers):
+                    await _to_login(scope, send)
+                    return
                 what = "has no token" if not secret else "has a token this server does not accept"
                 exc = AuthError(
                     f"the request {what}. Send 'Authorization: Bearer TOKEN' (clients: set "
@@ -229,6 +238,30 @@ class Guard:
             if started:
                 raise
             await crash_response(scope["method"], path, exc)(scope, receive, send)
+
+
+def _wants_page(scope: MutableMapping[str, Any], headers: dict[str, str]) -> bool:
+    """A browser asking for a page of the UI (not the API, not a script's request)."""
+    return (
+        scope["method"] == "GET"
+        and not scope["path"].startswith("/api/")
+        and "text/html" in headers.get("accept", "")
+    )
+
+
+async def _to_login(scope: MutableMapping[str, Any], send: Any) -> None:
+    from urllib.parse import quote
+
+    target = scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+    location = "/login?next=" + quote(target, safe="")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 def crash_response(method: str, path: str, exc: Exception) -> JSONResponse:
@@ -293,7 +326,10 @@ def create_app(
     needs one. ``upload_dir``: where uploads wait to be committed (default: beside the
     artifacts when they are a local folder, so committing one is a rename)."""
     from stepline import __version__
+    from starlette.staticfiles import StaticFiles
+
     from stepline.server import api, pipelines
+    from stepline.server.ui import routes as ui
 
     hub = Hub()
     uploads = upload_dir or api.default_upload_dir(backend)
@@ -335,7 +371,9 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and not request.url.path.startswith("/api/"):
+            return ui.not_found(request)
         name = "NotFoundError" if exc.status_code == 404 else "StepLineError"
         message = (
             f"no API route {request.method} {request.url.path}; see /api/docs"
@@ -352,6 +390,9 @@ def create_app(
 
     app.include_router(api.router(hub), prefix="/api/v1", responses=ERROR_RESPONSES)
     app.include_router(pipelines.router(), prefix="/api/v1", responses=ERROR_RESPONSES)
+
+    app.include_router(ui.router(hub))
+    app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -786,6 +786,26 @@ class SqlBackend:
                 self._require(conn, task_id)
             return {k: v for k, v in rows}
 
+    def get_runtimes(
+        self, task_ids: Sequence[str], keys: Sequence[str] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """The runtime properties of many tasks in one read (only ``keys`` when given);
+        unknown ids are left out. Not part of the Backend protocol: the server's pages use it
+        when the store has it."""
+        c = t.task_runtime.c
+        out: dict[str, dict[str, str]] = {i: {} for i in task_ids}
+        ids = list(out)
+        with self._read() as conn:
+            for start in range(0, len(ids), 500):
+                query = select(c.task_id, c.key, c.value).where(
+                    c.task_id.in_(ids[start : start + 500])
+                )
+                if keys is not None:
+                    query = query.where(c.key.in_(list(keys)))
+                for task_id, key, value in conn.execute(query):
+                    out[task_id][key] = value
+        return out
+
     # -- artifacts -------------------------------------------------------------------------
     @staticmethod
     def _artifact(row: Any) -> ArtifactRecord:

@@ -1,0 +1,399 @@
+"""What the pages show, read from the store with ``Backend`` calls (and the SQL store's
+``get_runtimes`` when it has it, so a list of runs costs one read, not one per run)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepline.backend.protocol import Backend
+from stepline.core.errors import NotFoundError, StepLineError
+from stepline.core.records import (
+    AgentRecord,
+    ArtifactRecord,
+    Param,
+    TaskFilter,
+    TaskRecord,
+)
+from stepline.core.status import FINAL, TaskStatus, TaskTypes
+from stepline.pipeline.views import (
+    ARGS_SECTION,
+    CONFIG_DAG,
+    RT_RUN,
+    RT_VERSION,
+    RunView,
+    run_summary,
+    task_duration,
+)
+
+#: the runtime property naming the pipeline a run belongs to ("project/name")
+RT_PIPELINE = "_pipeline_name"
+#: most runs read for the pipelines page and a runs table
+MAX_RUNS = 5000
+#: log lines shown at first in a panel (the rest is a download)
+LOG_TAIL = 400
+#: most points drawn per series of a plot
+PLOT_POINTS = 600
+#: artifacts up to this size whose type is text get an inline preview of their start
+PREVIEW_BYTES = 4096
+TEXT_TYPES = ("json", "text", "str", "csv", "yaml", "markdown")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+_RUN_SUFFIX = re.compile(r" #\d+$")
+
+
+def runtimes(
+    backend: Backend, ids: Sequence[str], keys: Sequence[str] | None = None
+) -> dict[str, dict[str, str]]:
+    many = getattr(backend, "get_runtimes", None)
+    if many is not None:
+        got: dict[str, dict[str, str]] = many(ids, keys)
+        return got
+    out = {}
+    for i in ids:
+        rt = backend.get_runtime(i)
+        out[i] = {k: v for k, v in rt.items() if keys is None or k in keys}
+    return out
+
+
+def pipeline_key(rec: TaskRecord, runtime: dict[str, str]) -> str:
+    """``project/name`` of the pipeline ``rec`` is a run of."""
+    key = runtime.get(RT_PIPELINE)
+    if key:
+        return key
+    return f"{rec.project}/{_RUN_SUFFIX.sub('', rec.name)}"
+
+
+def split_key(key: str, project: str) -> str:
+    """The pipeline's name out of its key."""
+    prefix = project.strip("/") + "/"
+    return key[len(prefix) :] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
+
+
+def version_key(version: str | None) -> tuple[Any, ...]:
+    parts = []
+    for p in re.split(r"[.\-+]", version or ""):
+        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
+    return tuple(parts)
+
+
+@dataclass
+class Run:
+    summary: dict[str, Any]
+    key: str
+    user: str
+    where: str
+
+
+def controller_runs(
+    backend: Backend, project: str | None = None, limit: int = MAX_RUNS
+) -> list[Run]:
+    records = backend.find_tasks(
+        TaskFilter(project=project, type=[str(TaskTypes.controller)], limit=limit)
+    )
+    rts = runtimes(
+        backend,
+        [r.id for r in records],
+        [RT_PIPELINE, RT_VERSION, RT_RUN, "progress", "_agent", "_queue"],
+    )
+    agents = agent_names(backend)
+    out = []
+    for rec in records:
+        rt = rts.get(rec.id, {})
+        agent = rt.get("_agent")
+        where = agents.get(agent, agent) if agent else "this machine"
+        if rt.get("_queue"):
+            where = f"{where} ({rt['_queue']})"
+        out.append(Run(run_summary(rec, rt), pipeline_key(rec, rt), rec.user, where))
+    return out
+
+
+def agent_names(backend: Backend) -> dict[str, str]:
+    try:
+        return {a.id: a.name for a in backend.get_agents()}
+    except StepLineError:
+        return {}
+
+
+@dataclass
+class Pipeline:
+    key: str
+    project: str
+    name: str
+    versions: list[str]
+    runs: int
+    last: dict[str, Any]
+
+
+def pipelines(backend: Backend) -> list[Pipeline]:
+    by_key: dict[str, list[Run]] = {}
+    for run in controller_runs(backend):
+        by_key.setdefault(run.key, []).append(run)
+    out = []
+    for key, runs in by_key.items():
+        last = runs[0].summary  # newest first
+        versions = sorted(
+            {r.summary["version"] for r in runs if r.summary["version"]},
+            key=version_key,
+            reverse=True,
+        )
+        project = last["project"]
+        out.append(Pipeline(key, project, split_key(key, project), versions, len(runs), last))
+    out.sort(key=lambda p: (p.project.lower(), p.name.lower()))
+    return out
+
+
+def runs_of(backend: Backend, project: str | None, pipeline: str | None) -> list[Run]:
+    runs = controller_runs(backend, project)
+    if pipeline:
+        key = f"{(project or '').strip('/')}/{pipeline}"
+        runs = [r for r in runs if r.key == key or (not project and split_key(r.key, "") == pipeline)]
+    return runs
+
+
+# -- a run --------------------------------------------------------------------------------------
+def dag_nodes(backend: Backend, run_id: str) -> dict[str, dict[str, Any]]:
+    """The stored DAG's entry of each step (parameters, queue, flags)."""
+    for c in backend.get_configs(run_id):
+        if c.name == CONFIG_DAG:
+            try:
+                nodes = json.loads(c.value).get("nodes") or {}
+            except (ValueError, AttributeError):
+                return {}
+            return {str(k): v for k, v in nodes.items() if isinstance(v, dict)}
+    return {}
+
+
+def run_state(view: RunView) -> dict[str, Any]:
+    """What changes while a run goes: its status and each step's status and times."""
+    rec = view.task
+    return {
+        "status": rec.status.value,
+        "final": rec.status in FINAL,
+        "progress": view.to_json()["progress"],
+        "started": rec.started,
+        "completed": rec.completed,
+        "message": rec.status_message or rec.status_reason,
+        "steps": {
+            s.name: [s.status, s.started, s.ended, s.task or ""] for s in view.steps
+        },
+    }
+
+
+def source_run(backend: Backend, rec: TaskRecord) -> TaskRecord | None:
+    """The run ``rec`` was cloned from (a new run from the UI or ``pipelines run``)."""
+    if not rec.parent:
+        return None
+    try:
+        parent = backend.get_task(rec.parent)
+    except NotFoundError:
+        return None
+    return parent if parent.type == str(TaskTypes.controller) else None
+
+
+def arg_rows(backend: Backend, rec: TaskRecord) -> list[tuple[Param, str | None]]:
+    """The run's arguments, each with the value it had in the run it was cloned from when
+    that differs (None otherwise)."""
+    args = [p for p in backend.get_params(rec.id) if p.section == ARGS_SECTION]
+    source = source_run(backend, rec)
+    before = (
+        {p.name: p.value for p in backend.get_params(source.id) if p.section == ARGS_SECTION}
+        if source
+        else {}
+    )
+    return [(p, before[p.name] if p.name in before and before[p.name] != p.value else None) for p in args]
+
+
+# -- a task's panels -----------------------------------------------------------------------------
+@dataclass
+class ArtifactView:
+    record: ArtifactRecord
+    text: str | None = None  #: the start of a small text artifact
+    image: bool = False
+
+
+@dataclass
+class InputView:
+    arg: str
+    task_id: str
+    name: str
+
+
+@dataclass
+class TaskPanel:
+    task: TaskRecord
+    runtime: dict[str, str]
+    params: dict[str, list[Param]]
+    overridden: dict[str, str]  #: "Section/name" -> where the value came from
+    configs: list[Any]
+    inputs: list[InputView]
+    artifacts: list[ArtifactView]
+    models: list[Any]
+    plots: list[tuple[str, dict[str, list[tuple[int, float]]]]]
+    last_metrics: dict[str, dict[str, dict[str, float]]]
+    log: list[Any]
+    log_total: int
+    duration: float | None
+    agent: str
+    queue: str
+    cached_from: TaskRecord | None = None
+    cached_why: str = ""
+    step: str = ""
+    run_id: str = ""
+    node: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.task.status not in FINAL
+
+
+def _preview(backend: Backend, rec: ArtifactRecord) -> ArtifactView:
+    view = ArtifactView(rec)
+    if rec.content_type in IMAGE_TYPES:
+        view.image = True
+    elif (rec.type in TEXT_TYPES or rec.content_type.startswith("text/")) and rec.size:
+        try:
+            path = backend.artifact_local_path(rec, verify=False)
+            with open(path, "rb") as fh:
+                head = fh.read(PREVIEW_BYTES)
+            view.text = head.decode("utf-8", errors="replace") + (
+                "\n…" if rec.size > PREVIEW_BYTES else ""
+            )
+        except (OSError, StepLineError):
+            view.text = None
+    return view
+
+
+def _plots(backend: Backend, task_id: str) -> list[tuple[str, dict[str, list[tuple[int, float]]]]]:
+    by_title: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for pt in backend.get_scalars(task_id):
+        by_title.setdefault(pt.title, {}).setdefault(pt.series, []).append(
+            (pt.iteration, pt.value)
+        )
+    out = []
+    for title in sorted(by_title, key=lambda t: (t.startswith(":"), t)):
+        series = {}
+        for name, points in by_title[title].items():
+            points.sort()
+            if len(points) > PLOT_POINTS:
+                step = len(points) / PLOT_POINTS
+                points = [points[int(i * step)] for i in range(PLOT_POINTS)] + [points[-1]]
+            series[name] = points
+        out.append((title, series))
+    return out
+
+
+def task_panel(
+    backend: Backend,
+    task_id: str,
+    *,
+    run_id: str = "",
+    step: str = "",
+    node: dict[str, Any] | None = None,
+) -> TaskPanel:
+    rec = backend.get_task(task_id)
+    runtime = backend.get_runtime(task_id)
+    params: dict[str, list[Param]] = {}
+    for p in backend.get_params(task_id):
+        params.setdefault(p.section, []).append(p)
+    node = node or {}
+    overridden = {}
+    for key, value in (node.get("parameters") or {}).items():
+        overridden[str(key)] = str(value)
+    function = node.get("function") if isinstance(node.get("function"), dict) else {}
+    for key, value in (function.get("kwargs") or {}).items():
+        overridden[f"kwargs/{key}"] = str(value)
+        overridden[f"kwargs_artifacts/{key}"] = str(value)
+    inputs = []
+    for p in params.get("kwargs_artifacts", []):
+        src, _, name = p.value.partition("/")
+        inputs.append(InputView(p.name, src, name))
+    artifacts = [_preview(backend, a) for a in backend.get_artifacts(task_id)]
+    agent_id = runtime.get("_agent", "")
+    agent = agent_names(backend).get(agent_id, agent_id) if agent_id else ""
+    panel = TaskPanel(
+        task=rec,
+        runtime=runtime,
+        params=params,
+        overridden=overridden,
+        configs=[c for c in backend.get_configs(task_id) if c.name != CONFIG_DAG],
+        inputs=inputs,
+        artifacts=artifacts,
+        models=backend.get_models(task_id),
+        plots=_plots(backend, task_id),
+        last_metrics=backend.get_last_scalars(task_id),
+        log=backend.get_log(task_id, tail=LOG_TAIL),
+        log_total=backend.count_log(task_id),
+        duration=task_duration(rec),
+        agent=agent,
+        queue=runtime.get("_queue", ""),
+        step=step,
+        run_id=run_id,
+        node=node,
+    )
+    return panel
+
+
+def cache_reuse(backend: Backend, panel: TaskPanel, cached_from: str | None) -> None:
+    """For a cached step: the task reused and why (the same cache key)."""
+    if not cached_from:
+        return
+    try:
+        panel.cached_from = backend.get_task(cached_from)
+    except NotFoundError:
+        panel.cached_why = f"task {cached_from} (since deleted)"
+        return
+    key = panel.runtime.get("_cache_key", "")
+    panel.cached_why = (
+        f"same cache key {key[:12]}…: code, parameters (inputs by content hash), "
+        "configurations, packages and container are all unchanged"
+        if key
+        else "its inputs and code matched an earlier completed task"
+    )
+
+
+def queues_view(backend: Backend) -> tuple[list[dict[str, Any]], list[AgentRecord], dict[str, TaskRecord]]:
+    queues = []
+    wanted: set[str] = set()
+    for q in backend.get_queues():
+        ids = backend.queue_tasks(q.name)
+        queues.append({"name": q.name, "pending": len(ids), "ids": ids[:50]})
+        wanted.update(ids[:50])
+    agents = backend.get_agents()
+    for a in agents:
+        wanted.update(a.running)
+    tasks = {r.id: r for r in backend.find_tasks(TaskFilter(ids=sorted(wanted), archived=None))} if wanted else {}
+    return queues, agents, tasks
+
+
+def tasks_list(
+    backend: Backend,
+    *,
+    project: str | None,
+    status: str | None,
+    kind: str | None,
+    steps: bool,
+    limit: int = 500,
+) -> list[TaskRecord]:
+    flt = TaskFilter(
+        project=project or None,
+        status=[TaskStatus(status)] if status else None,
+        type=[kind] if kind else None,
+        limit=limit * 3 if not steps else limit,
+    )
+    records = backend.find_tasks(flt)
+    if not steps:
+        controllers = {r.id for r in records if r.type == str(TaskTypes.controller)}
+        parents = {r.parent for r in records if r.parent} - controllers
+        if parents:
+            controllers |= {
+                r.id
+                for r in backend.find_tasks(
+                    TaskFilter(ids=sorted(parents), type=[str(TaskTypes.controller)], archived=None)
+                )
+            }
+        records = [r for r in records if not (r.parent and r.parent in controllers)]
+    return records[:limit]
