@@ -100,6 +100,7 @@ def serve(
     auth = "a token is required" if app.state.auth and tokens.active() else "no token needed"
     print(f"stepline server on {url} ({auth})", flush=True)
     print(f"  store: {backend.url}  artifacts: {backend.storage.root_url}", flush=True)
+    print(f"  web UI: {url}/pipelines", flush=True)
     print(f"  API docs: {url}/api/docs   clients: STEPLINE_API={url}", flush=True)
     config = uvicorn.Config(
         app, log_level=log_level, access_log=False, timeout_graceful_shutdown=3, lifespan="on"

@@ -250,7 +250,7 @@ class TaskPanel:
         return self.task.status not in FINAL
 
 
-def _preview(backend: Backend, rec: ArtifactRecord) -> ArtifactView:
+def preview(backend: Backend, rec: ArtifactRecord) -> ArtifactView:
     view = ArtifactView(rec)
     if rec.content_type in IMAGE_TYPES:
         view.image = True
@@ -311,7 +311,7 @@ def task_panel(
     for p in params.get("kwargs_artifacts", []):
         src, _, name = p.value.partition("/")
         inputs.append(InputView(p.name, src, name))
-    artifacts = [_preview(backend, a) for a in backend.get_artifacts(task_id)]
+    artifacts = [preview(backend, a) for a in backend.get_artifacts(task_id)]
     agent_id = runtime.get("_agent", "")
     agent = agent_names(backend).get(agent_id, agent_id) if agent_id else ""
     panel = TaskPanel(

@@ -228,13 +228,27 @@ def router(hub: Hub) -> APIRouter:
                 steps={s.name: s for s in view.steps},
                 args=data.arg_rows(backend, view.task),
                 source=data.source_run(backend, view.task),
-                artifacts=[data._preview(backend, a) for a in backend.get_artifacts(run_id)],
+                artifacts=[data.preview(backend, a) for a in backend.get_artifacts(run_id)],
                 pipeline=data.split_key(key, view.task.project),
                 form=_new_run_form(backend, run_id),
                 title=view.task.name,
             )
 
         return guarded(request, build)
+
+    @r.get("/runs/{run_id}/info", response_class=HTMLResponse)
+    def run_info(run_id: str, request: Request) -> HTMLResponse:
+        """The run's panel: arguments, rolled-up metrics, artifacts."""
+        backend = be(request)
+        view = RunView.load(backend, backend.get_task(run_id))
+        html = fragment(
+            "run_info.html",
+            run=view.to_json(),
+            state=data.run_state(view),
+            args=data.arg_rows(backend, view.task),
+            artifacts=[data.preview(backend, a) for a in backend.get_artifacts(run_id)],
+        )
+        return HTMLResponse(html)
 
     @r.get("/runs/{run_id}/state")
     async def run_state(run_id: str, request: Request, etag: str | None = None) -> JSONResponse:

@@ -354,6 +354,21 @@ function applyRunState(state) {
   }
   applyFilters();
   if (RUN.selected && RUN.selected.startsWith("group:")) showGroup(RUN.selected, false);
+  // the run's panel (metrics, artifacts) changes when a step ends or the run does
+  const done = Object.values(state.steps).filter((st) => FINAL_STEP.has(st[0])).length;
+  const key = state.status + "|" + done;
+  if (RUN.infoKey !== undefined && RUN.infoKey !== key) refreshRunInfo();
+  RUN.infoKey = key;
+}
+
+async function refreshRunInfo() {
+  try {
+    const res = await fetch(`/runs/${RUN.id}/info`, { credentials: "same-origin" });
+    if (!res.ok) return;
+    const box = $("#run-panel");
+    box.innerHTML = await res.text();
+    refreshTimes(box);
+  } catch (e) { /* the next change tries again */ }
 }
 
 function drawGroup(g, state) {
