@@ -150,7 +150,9 @@ def runs_of(backend: Backend, project: str | None, pipeline: str | None) -> list
     runs = controller_runs(backend, project)
     if pipeline:
         key = f"{(project or '').strip('/')}/{pipeline}"
-        runs = [r for r in runs if r.key == key or (not project and split_key(r.key, "") == pipeline)]
+        runs = [
+            r for r in runs if r.key == key or (not project and split_key(r.key, "") == pipeline)
+        ]
     return runs
 
 
@@ -177,9 +179,7 @@ def run_state(view: RunView) -> dict[str, Any]:
         "started": rec.started,
         "completed": rec.completed,
         "message": rec.status_message or rec.status_reason,
-        "steps": {
-            s.name: [s.status, s.started, s.ended, s.task or ""] for s in view.steps
-        },
+        "steps": {s.name: [s.status, s.started, s.ended, s.task or ""] for s in view.steps},
     }
 
 
@@ -204,7 +204,10 @@ def arg_rows(backend: Backend, rec: TaskRecord) -> list[tuple[Param, str | None]
         if source
         else {}
     )
-    return [(p, before[p.name] if p.name in before and before[p.name] != p.value else None) for p in args]
+    return [
+        (p, before[p.name] if p.name in before and before[p.name] != p.value else None)
+        for p in args
+    ]
 
 
 # -- a task's panels -----------------------------------------------------------------------------
@@ -270,9 +273,7 @@ def preview(backend: Backend, rec: ArtifactRecord) -> ArtifactView:
 def _plots(backend: Backend, task_id: str) -> list[tuple[str, dict[str, list[tuple[int, float]]]]]:
     by_title: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for pt in backend.get_scalars(task_id):
-        by_title.setdefault(pt.title, {}).setdefault(pt.series, []).append(
-            (pt.iteration, pt.value)
-        )
+        by_title.setdefault(pt.title, {}).setdefault(pt.series, []).append((pt.iteration, pt.value))
     out = []
     for title in sorted(by_title, key=lambda t: (t.startswith(":"), t)):
         series = {}
@@ -355,7 +356,9 @@ def cache_reuse(backend: Backend, panel: TaskPanel, cached_from: str | None) -> 
     )
 
 
-def queues_view(backend: Backend) -> tuple[list[dict[str, Any]], list[AgentRecord], dict[str, TaskRecord]]:
+def queues_view(
+    backend: Backend,
+) -> tuple[list[dict[str, Any]], list[AgentRecord], dict[str, TaskRecord]]:
     queues = []
     wanted: set[str] = set()
     for q in backend.get_queues():
@@ -365,7 +368,11 @@ def queues_view(backend: Backend) -> tuple[list[dict[str, Any]], list[AgentRecor
     agents = backend.get_agents()
     for a in agents:
         wanted.update(a.running)
-    tasks = {r.id: r for r in backend.find_tasks(TaskFilter(ids=sorted(wanted), archived=None))} if wanted else {}
+    tasks = (
+        {r.id: r for r in backend.find_tasks(TaskFilter(ids=sorted(wanted), archived=None))}
+        if wanted
+        else {}
+    )
     return queues, agents, tasks
 
 

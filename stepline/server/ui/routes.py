@@ -22,12 +22,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from stepline.backend.protocol import Backend
-from stepline.core.errors import NotFoundError, StepLineError, ValidationError
-from stepline.core.status import FINAL, TaskStatus
+from stepline.core.errors import NotFoundError, ValidationError
+from stepline.core.status import TaskStatus
 from stepline.pipeline.views import RunView
 from stepline.server.hub import EXTERNAL_POLL, OUTPUT, QUEUES, TASKS, Hub
 from stepline.server.ui import charts, data
@@ -38,7 +37,16 @@ LIVE_WAIT = 20.0
 #: least time between two looks of one live request (a burst of writes is one answer)
 LIVE_GAP = 0.15
 STATUSES = [s.value for s in TaskStatus]
-NODE_STATUSES = ["pending", "queued", "running", "completed", "cached", "failed", "skipped", "aborted"]
+NODE_STATUSES = [
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "cached",
+    "failed",
+    "skipped",
+    "aborted",
+]
 
 
 def _ts(value: float | None) -> str:
@@ -188,7 +196,11 @@ def router(hub: Hub) -> APIRouter:
                 runs=runs,
                 project=project or "",
                 pipeline=pipeline or "",
-                versions=sorted({r.summary["version"] or "" for r in runs} - {""}, key=data.version_key, reverse=True),
+                versions=sorted(
+                    {r.summary["version"] or "" for r in runs} - {""},
+                    key=data.version_key,
+                    reverse=True,
+                ),
                 form=form,
                 title=pipeline or "Pipeline runs",
             )
@@ -347,7 +359,9 @@ def router(hub: Hub) -> APIRouter:
             queues, agents, tasks = data.queues_view(be(request))
             # the ages of heartbeats are shown by the browser: leave them out of the etag
             seen = [(a.id, a.running, round(a.last_seen / 5)) for a in agents]
-            html = fragment("queues_rows.html", queues=queues, agents=agents, tasks=tasks, now=time.time())
+            html = fragment(
+                "queues_rows.html", queues=queues, agents=agents, tasks=tasks, now=time.time()
+            )
             return {"html": html, "seen": seen}
 
         return await live(request, look, etag)
@@ -386,7 +400,13 @@ def _new_run_form(backend: Backend, run_id: str) -> dict[str, Any]:
     args = [p for p in backend.get_params(run_id) if p.section == "Args"]
     queues = [q.name for q in backend.get_queues()]
     default = "services" if "services" in queues or not queues else queues[0]
-    return {"run_id": run_id, "name": rec.name, "args": args, "queues": queues or ["services"], "queue": default}
+    return {
+        "run_id": run_id,
+        "name": rec.name,
+        "args": args,
+        "queues": queues or ["services"],
+        "queue": default,
+    }
 
 
 def _metric_rows(views: list[RunView]) -> list[tuple[str, str, list[float | None]]]:
@@ -416,7 +436,3 @@ def _shared_plots(
                 merged[f"{label} {series}"] = pts
         out.append((title, merged))
     return out
-
-
-def status_markup(status: str) -> Markup:
-    return Markup(f'<span class="badge st-{status}">{status.replace("_", " ")}</span>')

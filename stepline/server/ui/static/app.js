@@ -3,6 +3,10 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
+// text from the store put into HTML: escaped, always
+const esc = (v) => String(v == null ? "" : v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+// a status used as a class name: letters and "_" only
+const cls = (v) => String(v || "").replace(/[^a-z_]/gi, "");
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
 function fmtDur(s) {
@@ -308,11 +312,12 @@ function applyRunState(state) {
   const head = $("#run-status");
   if (head && head.dataset.status !== state.status) {
     head.dataset.status = state.status;
-    head.innerHTML = `<span class="badge st-${state.status}">${state.status.replace("_", " ")}</span>`;
+    head.innerHTML = `<span class="badge st-${cls(state.status)}">${esc(state.status.replace("_", " "))}</span>`;
   }
   const prog = $("#run-progress");
   if (prog && state.progress != null) {
-    prog.innerHTML = `<span class="progress st-${state.status}"><span style="width:${Math.min(100, state.progress)}%"></span></span><span class="pct">${state.progress}%</span>`;
+    const pct = Math.max(0, Math.min(100, Number(state.progress) || 0));
+    prog.innerHTML = `<span class="progress st-${cls(state.status)}"><span style="width:${pct}%"></span></span><span class="pct">${pct}%</span>`;
   }
   const dur = $("#run-duration");
   if (dur && state.started) {
@@ -333,7 +338,7 @@ function applyRunState(state) {
     if (!st) continue;
     if (g.dataset.status !== st[0]) {
       g.dataset.status = st[0];
-      g.setAttribute("class", `node st-${st[0]}` + (RUN.selected === g.dataset.step ? " selected" : ""));
+      g.setAttribute("class", `node st-${cls(st[0])}` + (RUN.selected === g.dataset.step ? " selected" : ""));
     }
     const meta = $(".meta", g);
     const d = stepDuration(st);
@@ -346,10 +351,10 @@ function applyRunState(state) {
     if (!st || row.dataset.status === st[0]) continue;
     row.dataset.status = st[0];
     row.children[1].dataset.value = st[0];
-    row.children[1].innerHTML = `<span class="badge st-${st[0]}">${st[0]}</span>`;
+    row.children[1].innerHTML = `<span class="badge st-${cls(st[0])}">${esc(st[0])}</span>`;
     row.children[2].textContent = stepDuration(st);
     if (st[3] && !row.children[3].textContent.trim()) {
-      row.children[3].innerHTML = `<a class="mono" href="/tasks/${st[3]}">${st[3].slice(0, 8)}</a>`;
+      row.children[3].innerHTML = `<a class="mono" href="/tasks/${encodeURIComponent(st[3])}">${esc(st[3].slice(0, 8))}</a>`;
     }
   }
   applyFilters();
@@ -381,7 +386,7 @@ function drawGroup(g, state) {
   }
   const lead = ORDER.find((s) => counts[s]) || "pending";
   g.dataset.status = lead;
-  g.setAttribute("class", `node group st-${lead}` + (RUN.selected === g.dataset.group ? " selected" : ""));
+  g.setAttribute("class", `node group st-${cls(lead)}` + (RUN.selected === g.dataset.group ? " selected" : ""));
   const bar = $(".bar", g);
   const width = parseFloat($("rect.track", bar).getAttribute("width"));
   for (const r of $$("rect.seg", bar)) r.remove();
@@ -425,9 +430,9 @@ async function showStep(name, push = true) {
   try {
     const res = await fetch(`/runs/${RUN.id}/steps/${encodeURIComponent(name)}`, { credentials: "same-origin" });
     if (RUN.selected !== name) return;
-    box.innerHTML = res.ok ? await res.text() : `<p class="error">Could not load step ${name}.</p>`;
+    box.innerHTML = res.ok ? await res.text() : `<p class="error">Could not load step ${esc(name)}.</p>`;
   } catch (e) {
-    box.innerHTML = `<p class="error">Could not load step ${name}: ${e.message}</p>`;
+    box.innerHTML = `<p class="error">Could not load step ${esc(name)}: ${esc(e.message)}</p>`;
   }
   box.hidden = false;
   $("#run-panel").hidden = true;
@@ -445,10 +450,10 @@ function showGroup(id, fresh = true) {
   const box = $("#step-panel");
   const rows = members.map((m) => {
     const st = (RUN.state && RUN.state.steps[m]) || ["pending"];
-    return `<tr data-step="${encodeURIComponent(m)}"><td><a href="#" data-member="${encodeURIComponent(m)}">${m.replace(/[<&>]/g, "")}</a></td><td><span class="badge st-${st[0]}">${st[0]}</span></td><td>${stepDuration(st)}</td></tr>`;
+    return `<tr data-step="${encodeURIComponent(m)}"><td><a href="#" data-member="${encodeURIComponent(m)}">${esc(m)}</a></td><td><span class="badge st-${cls(st[0])}">${esc(st[0])}</span></td><td>${esc(stepDuration(st))}</td></tr>`;
   }).join("");
   const scroll = fresh ? 0 : ($(".group-list", box) || { scrollTop: 0 }).scrollTop;
-  box.innerHTML = `<div class="panel-head"><button class="ghost small" data-back>← Run</button><h2>${members.length} steps</h2></div>
+  box.innerHTML = `<div class="panel-head"><button class="ghost small" data-back>← Run</button><h2>${Number(members.length)} steps</h2></div>
     <p class="muted">Steps with the same parents and children, drawn as one box.</p>
     <div class="group-list"><table class="kv">${rows}</table></div>`;
   const list = $(".group-list", box);
