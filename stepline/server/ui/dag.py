@@ -188,7 +188,10 @@ def layout(
         x1, y1 = a.x + a.w, a.y + a.h / 2
         x2, y2 = b.x, b.y + b.h / 2
         bend = max(GAP_X / 2, (x2 - x1) / 3)
-        path = f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        path = (
+            f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} "
+            f"{x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        )
         edges.append(Edge(src, dst, path))
     all_boxes = [b for lay in lays for b in boxes_by_layer[lay]]
     width = PAD * 2 + (len(lays) * (NODE_W + GAP_X) - GAP_X if lays else 0)

@@ -304,7 +304,9 @@ def task_panel(
     overridden = {}
     for key, value in (node.get("parameters") or {}).items():
         overridden[str(key)] = str(value)
-    function = node.get("function") if isinstance(node.get("function"), dict) else {}
+    function = node.get("function")
+    if not isinstance(function, dict):
+        function = {}
     for key, value in (function.get("kwargs") or {}).items():
         overridden[f"kwargs/{key}"] = str(value)
         overridden[f"kwargs_artifacts/{key}"] = str(value)

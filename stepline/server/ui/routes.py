@@ -431,7 +431,7 @@ def _shared_plots(
         if title not in per_run[1] or title.startswith(":"):
             continue
         merged: dict[str, list[tuple[int, float]]] = {}
-        for label, plots in zip(("A", "B"), per_run):
+        for label, plots in zip(("A", "B"), per_run, strict=True):
             for series, pts in plots[title].items():
                 merged[f"{label} {series}"] = pts
         out.append((title, merged))
