@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import logging
 import time
@@ -23,7 +24,8 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stepline.backend.http.wire import ErrorW, error_body, validation_message
@@ -325,9 +327,9 @@ def create_app(
     checked; once one exists (or with ``require_token``) every request but health checks
     needs one. ``upload_dir``: where uploads wait to be committed (default: beside the
     artifacts when they are a local folder, so committing one is a rename)."""
-    from stepline import __version__
     from starlette.staticfiles import StaticFiles
 
+    from stepline import __version__
     from stepline.server import api, pipelines
     from stepline.server.ui import routes as ui
 
@@ -349,7 +351,7 @@ def create_app(
         description="Tasks, parameters, artifacts, metrics, logs, queues and agents of a "
         "stepline store.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served below, with Swagger UI's files from this server
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
@@ -389,10 +391,25 @@ def create_app(
         return crash_response(request.method, request.url.path, exc)
 
     app.include_router(api.router(hub), prefix="/api/v1", responses=ERROR_RESPONSES)
-    app.include_router(pipelines.router(), prefix="/api/v1", responses=ERROR_RESPONSES)
+    app.include_router(pipelines.router(hub), prefix="/api/v1", responses=ERROR_RESPONSES)
 
     app.include_router(ui.router(hub))
+    # the longer prefix first: Starlette takes the first mount that matches
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is not None and spec.origin:
+        docs_files = Path(spec.origin).parent / "static"
+        app.mount("/static/docs", StaticFiles(directory=docs_files), name="docs-static")
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/v1/openapi.json",
+            title="stepline - Swagger UI",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
