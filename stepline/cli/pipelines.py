@@ -1,4 +1,4 @@
-"""``stepline pipelines list`` and ``stepline pipelines show``.
+"""``stepline pipelines list``, ``show``, ``run`` and ``abort``.
 
 A pipeline run is a task of type ``controller``. Its configuration object ``Pipeline`` holds
 the DAG (each step's parents), and its runtime properties hold the run's version, progress and,
@@ -9,7 +9,6 @@ used; Rich and the store are imported inside the commands.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -35,7 +34,6 @@ from stepline.core.errors import ValidationError
 from stepline.core.records import TaskFilter, TaskRecord
 from stepline.core.status import TaskTypes
 from stepline.pipeline.views import (
-    ARGS_SECTION,
     RT_VERSION,
     RunView,
     StepView,
@@ -50,7 +48,7 @@ if TYPE_CHECKING:
     from stepline.backend import Backend
 
 app = typer.Typer(
-    help="List and inspect pipeline runs.",
+    help="List, inspect, run again and abort pipeline runs.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -305,47 +303,15 @@ def _find_pipeline(backend: Backend, ref: str, project: str | None, version: str
     return pipe.id
 
 
-def _overrides(backend: Backend, task_id: str, values: list[str]) -> list[Any]:
-    """``NAME=VALUE`` (section ``Args``) or ``Section/NAME=VALUE``, typed as stored."""
-    from stepline.core.records import Param
-
-    stored = {p.key: p for p in backend.get_params(task_id)}
-    out: list[Param] = []
-    for item in values:
+def _param_values(items: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as {name: value} (checked by ``actions.check_args``)."""
+    values: dict[str, str] = {}
+    for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValidationError(f"--param {item!r}: write NAME=VALUE, e.g. --param epochs=5")
-        key = key.strip()
-        if "/" not in key:
-            key = f"{ARGS_SECTION}/{key}"
-        old = stored.get(key)
-        if old is None:
-            known = ", ".join(sorted(k for k in stored if k.startswith(ARGS_SECTION + "/")))
-            raise ValidationError(
-                f"the pipeline has no parameter {key!r}; its arguments: {known or 'none'}"
-            )
-        if not _fits(value, old.type):
-            raise ValidationError(
-                f"--param {item!r}: {key} is a {old.type} and {value!r} is not one"
-            )
-        out.append(Param(old.section, old.name, value, old.type, old.description))
-    return out
-
-
-def _fits(value: str, kind: str) -> bool:
-    """Whether ``value`` (from the command line) reads as a parameter of type ``kind``."""
-    try:
-        if kind == "int":
-            int(value)
-        elif kind == "float":
-            float(value)
-        elif kind == "bool":
-            return value.strip().lower() in ("true", "false", "1", "0", "yes", "no")
-        elif kind in ("list", "dict", "tuple"):
-            return isinstance(json.loads(value), list if kind in ("list", "tuple") else dict)
-    except ValueError:
-        return False
-    return True
+        values[key.strip()] = value
+    return values
 
 
 @app.command("run")
@@ -375,31 +341,58 @@ def run_pipeline(
     import sys
 
     from stepline.core.status import FINAL, TaskStatus
+    from stepline.pipeline.actions import new_run
 
     backend = _backend()
-    from stepline.pipeline.controller import PipelineController
-
     source = _find_pipeline(backend, pipeline, project, version)
-    changes = _overrides(backend, source, list(param or []))  # checked before anything is made
-    clone = PipelineController.clone(source)
-    assert clone.task is not None
-    rec = clone.task.data
-    if changes:
-        backend.set_params(rec.id, changes)
-    shown = " ".join(f"{p.name}={p.value}" for p in changes) or "the same arguments"
+    values = _param_values(list(param or []))
+    rec = new_run(backend, source, values, queue=queue)  # checks everything first
+    shown = " ".join(f"{k}={v}" for k, v in values.items()) or "the same arguments"
     if queue is None:
         typer.echo(f"running pipeline {rec.name} as task {rec.id} here, with {shown}")
         code = subprocess.call([sys.executable, "-m", "stepline.runner", rec.id])
         status = backend.get_task(rec.id).status
         typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
         raise typer.Exit(0 if status == TaskStatus.completed else (code or 1))
-    backend.enqueue(rec.id, queue)
     typer.echo(f"pipeline run {rec.id} queued on {queue} with {shown}")
     if not wait:
         typer.echo(f"follow it with: stepline pipelines show {rec.id}")
         return
-    task = clone.task
+    from stepline.sdk.task import Task
+
+    task = Task(rec, backend)
     task.wait_for_status(status=[str(s) for s in FINAL], raise_on_status=(), check_interval_sec=1)
     status = task.data.status
     typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
     raise typer.Exit(0 if status == TaskStatus.completed else 1)
+
+
+@app.command("abort")
+def abort_run(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID",
+            help=f"A pipeline run's task id, or a unique prefix of one ({MIN_PREFIX}+ characters).",
+        ),
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why (kept on the stopped tasks).")
+    ] = "aborted from the command line",
+) -> None:
+    """Abort a pipeline run: its task and its steps' tasks that have not ended are stopped.
+    The running pipeline then kills its steps and skips the rest (agents end the steps they
+    run)."""
+    from stepline.pipeline.actions import abort_run as abort
+
+    backend = _backend()
+    rec = resolve_task(backend, run_ref)
+    stopped = abort(backend, rec.id, reason)
+    if not stopped:
+        typer.echo(f"run {rec.id} had ended ({rec.status.value}); nothing to abort")
+        return
+    steps = len(stopped) - (1 if stopped[0] == rec.id else 0)
+    typer.echo(
+        f"run {rec.id} aborted: {len(stopped)} task(s) stopped ({steps} step(s)); "
+        f"details: stepline pipelines show {rec.id}"
+    )

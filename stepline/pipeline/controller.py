@@ -24,7 +24,9 @@ from stepline.backend import Backend, get_backend
 from stepline.core import params as pv
 from stepline.core.errors import NotFoundError, StepLineError, ValidationError
 from stepline.core.records import ConfigObject, NewTask, Param, TaskFilter, TaskRecord
+from stepline.core.status import FINAL as TASK_FINAL
 from stepline.core.status import TaskStatus, TaskTypes
+from stepline.pipeline.actions import clone_run
 from stepline.pipeline.code import build_step_code
 from stepline.pipeline.dag import (
     FINAL,
@@ -43,7 +45,7 @@ from stepline.pipeline.executors import (
 )
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
-from stepline.pipeline.scheduler import Outcome, Scheduler
+from stepline.pipeline.scheduler import Outcome, Outside, Scheduler
 from stepline.sdk.script_info import add_git_info, script_info
 from stepline.sdk.task import ARGS_SECTION, ENV_TASK_ID, Task, _user
 
@@ -625,6 +627,7 @@ class PipelineController:
             time_limit=self._time_limit,
             dynamic=dynamic,
             on_error=self._callback_error,
+            look=lambda running: look_outside(backend, record.id, running),
         )
         self._scheduler = scheduler
         self._pipeline_run = run
@@ -690,7 +693,11 @@ class PipelineController:
                 if self._task is not None:  # reports made through get_logger() here
                     self._task.flush(wait_for_uploads=True)
                 backend.set_runtime(task_id, {"progress": "100"})
-                backend.set_status(task_id, status, message=reason[:200], reason=reason, force=True)
+                # a run ended from outside (aborted) keeps the status and reason given there
+                if backend.get_task(task_id).status not in TASK_FINAL:
+                    backend.set_status(
+                        task_id, status, message=reason[:200], reason=reason, force=True
+                    )
             except StepLineError as exc:
                 self._error = self._error or exc
 
@@ -914,16 +921,10 @@ class PipelineController:
         """A draft copy of a stored pipeline run (its DAG, arguments and code), to change
         (``pipe.task.set_parameters({"Args/x": 1})``) and ``enqueue``."""
         source = _controller_record(pipeline_controller)
-        backend = get_backend()
-        record = backend.clone_task(
-            source.id, name=name, comment=comment, parent=parent, project=project
-        )
-        # which pipeline the draft is a run of (runtime is not copied by a task clone)
-        kept = backend.get_runtime(source.id)
-        runtime = {k: kept[k] for k in (RT_NAME, RT_VERSION, "pipeline/default_queue") if k in kept}
-        if version is not None:
-            runtime[RT_VERSION] = str(version)
-        backend.set_runtime(record.id, runtime)
+        record = clone_run(
+            get_backend(), source.id, name=name, comment=comment, parent=parent,
+            project=project, version=version,
+        )  # fmt: skip
         return stored_pipeline(record)
 
     @classmethod
@@ -1018,6 +1019,20 @@ def _packages(packages: str | Sequence[str] | None) -> list[str]:
                 return [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
         return [packages]
     return [str(p) for p in packages]
+
+
+def look_outside(backend: Backend, run_id: str, running: Sequence[str]) -> Outside:
+    """The scheduler's look at the store (one read): whether the run's task has ended, and
+    which of its ``running`` step tasks were stopped, by someone else."""
+    seen = Outside()
+    for rec in backend.find_tasks(TaskFilter(ids=[run_id, *running], archived=None)):
+        why = rec.status_reason or rec.status_message
+        if rec.id == run_id:
+            if rec.status in TASK_FINAL:
+                seen.run = (rec.status, why)
+        elif rec.status == TaskStatus.stopped:
+            seen.steps[rec.id] = why
+    return seen
 
 
 def run_stored_pipeline(task_id: str) -> int:

@@ -90,6 +90,9 @@ class ForkServer:
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
             env=env,
+            # not in this process's group: when this process is killed with its group (an
+            # agent ending an aborted pipeline), the server outlives it and ends its steps
+            start_new_session=True,
         )
         os.close(cmd_r)
         os.close(evt_w)

@@ -14,12 +14,19 @@ Policy
   and every pending step skipped.
 * Time limits (per step and for the whole run) are deadlines in the loop: a step past its
   limit is killed and fails; a run past its limit is stopped and fails.
+* Stops made from outside (the command line, the web UI, another process: see
+  ``pipeline.actions``) are seen by a look at the store every ``LOOK_INTERVAL`` seconds: the
+  ``look`` the scheduler is given reads the run's task and its running steps' tasks at once.
+  When the run's task has ended, the run stops as ``stop()`` stops it (running steps killed,
+  pending ones skipped). When a running step's task was stopped, that step is killed and
+  ends ``aborted``, which fails the run unless the step has ``continue_on_abort``.
 
 State and events
 ----------------
 The scheduler runs in one thread and owns the nodes' run state. Executors and other threads
 talk to it only through ``_events`` (a finished task, a stop, a node added by a dynamic
-pipeline), so a finished step wakes the loop at once; the only timeout is the next deadline.
+pipeline), so a finished step wakes the loop at once; the only timeout is the next deadline
+(or the next look at the store).
 """
 
 from __future__ import annotations
@@ -27,13 +34,26 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepline.core.status import TaskStatus
 from stepline.pipeline.dag import FINAL, SUCCEEDED, Node, NodeStatus
 from stepline.pipeline.executors import Executor
+
+#: Seconds between looks at the store for stops made from outside the run.
+LOOK_INTERVAL = 0.5
+
+
+@dataclass
+class Outside:
+    """What one look at the store found ended by someone else."""
+
+    #: the run's own task has ended: its status and why
+    run: tuple[TaskStatus, str] | None = None
+    #: running step tasks that were stopped: task id -> why
+    steps: dict[str, str] = field(default_factory=dict)
 
 
 class LocalRun(Protocol):
@@ -137,6 +157,7 @@ class Scheduler:
         time_limit: float | None = None,
         dynamic: bool = False,
         on_error: Callable[[Node, BaseException], None] | None = None,
+        look: Callable[[Sequence[str]], Outside] | None = None,
     ) -> None:
         self.nodes = nodes
         self.executor = executor
@@ -155,6 +176,8 @@ class Scheduler:
         for node in self._pending.values():
             self._hint(node)
         self._on_error = on_error
+        self._look = look
+        self._next_look = time.monotonic() + LOOK_INTERVAL
         self.finished = threading.Event()
         executor.on_started = lambda task_id: self._events.put(_Started(task_id))
 
@@ -191,6 +214,7 @@ class Scheduler:
                     except queue.Empty:
                         event = None
                 self._check_deadlines()
+                self._look_outside()
         finally:
             self.finished.set()
         return self._state.outcome
@@ -199,8 +223,11 @@ class Scheduler:
         deadlines = [
             r.deadline for r in self._state.running.values() if r.deadline and not r.killed
         ]
-        if self.deadline is not None and not self._state.stopping:
-            deadlines.append(self.deadline)
+        if not self._state.stopping:
+            if self._look is not None:
+                deadlines.append(self._next_look)
+            if self.deadline is not None:
+                deadlines.append(self.deadline)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic()) + 0.001
@@ -379,6 +406,8 @@ class Scheduler:
             self._set(node, NodeStatus.completed)
             self._guard(node, self.hooks.on_finished, node)
         elif status == TaskStatus.stopped:
+            if not run.killed:  # stopped by someone else: maybe with the whole run, look now
+                self._next_look = 0.0
             self._set(node, NodeStatus.aborted, last_line(reason) or "aborted")
             self._guard(node, self.hooks.on_finished, node)
             if not node.continue_on_abort and not self._state.stopping:
@@ -443,6 +472,35 @@ class Scheduler:
         if not self.executor.can_kill:
             # a thread cannot be killed: the step is abandoned and ends as recorded now
             self._done(task_id, run.kill_status, run.killed)
+
+    def _look_outside(self) -> None:
+        """Every ``LOOK_INTERVAL`` seconds: act on stops made from outside (module docstring)."""
+        if self._look is None or self._state.stopping:
+            return
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + LOOK_INTERVAL
+        running = [task_id for task_id, run in self._state.running.items() if not run.killed]
+        try:
+            seen = self._look(running)
+        except Exception:  # the store cannot be read now: the next look tries again
+            return
+        if seen.run is not None:
+            status, reason = seen.run
+            why = reason or f"the run's task was {status.value} from outside"
+            failed = status == TaskStatus.failed
+            self._stop_all(why, failed=failed, aborted=not failed)
+            # the run's end is why its steps ended (a step it saw aborted first included)
+            out = self._state.outcome
+            out.failed, out.aborted, out.reason = failed, not failed, why
+            return
+        for task_id, reason in seen.steps.items():
+            run = self._state.running.get(task_id)
+            if run is not None and not run.killed:
+                run.killed = reason or "aborted"
+                run.kill_status = TaskStatus.stopped
+                self._kill(task_id, run)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()

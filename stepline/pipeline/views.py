@@ -5,27 +5,49 @@ A run is a task of type ``controller``. Its configuration object ``Pipeline`` ho
 (each step's parents), and its runtime properties hold the run's version, progress and, for
 each step, ``_node/STEP``: a JSON object with the step's status, task, start and end times,
 cache reuse, retries and message. Only ``Backend`` calls are used.
+
+What the run's task recorded is checked against the step tasks themselves (one query for all
+of them): a run whose controller died, or was aborted from outside, may not have recorded the
+end of its steps. A step recorded as queued or running whose task has ended shows that end
+(a stopped task: ``aborted``); once the run itself has ended, steps still shown queued or
+running are ``aborted`` and pending ones ``skipped``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import time
 from typing import Any
 
 from stepline.backend.protocol import Backend
 from stepline.core.errors import ValidationError
-from stepline.core.records import TaskRecord
-from stepline.core.status import TaskStatus
+from stepline.core.records import TaskFilter, TaskRecord
+from stepline.core.status import FINAL, TaskStatus
 
 CONFIG_DAG = "Pipeline"
 RT_NODE = "_node/"
 RT_VERSION = "version"
 RT_RUN = "_run_number"
+RT_NAME = "_pipeline_name"
 ARGS_SECTION = "Args"
 #: Node statuses in which a step no longer changes.
 FINAL_STEP = frozenset({"completed", "cached", "aborted", "failed", "skipped"})
+#: Node statuses of a step whose task was sent to run and has not ended (as recorded).
+LIVE_STEP = frozenset({"queued", "running"})
+#: The node status a step shows when its task ended so.
+STEP_OF_TASK = {
+    TaskStatus.completed: "completed",
+    TaskStatus.failed: "failed",
+    TaskStatus.stopped: "aborted",
+}
+#: Why a step that had not ended shows aborted (or skipped) once its run has ended.
+RUN_ENDED = {
+    TaskStatus.stopped: "the run was aborted",
+    TaskStatus.failed: "the run failed",
+    TaskStatus.completed: "the run ended",
+}
 
 
 def task_duration(record: TaskRecord, now: float | None = None) -> float | None:
@@ -78,6 +100,8 @@ class StepView:
     cached_from: str | None
     retries: int
     message: str
+    #: the status of the step's task (of the earlier task for a cached step), None if unknown
+    task_status: str | None = None
 
     @property
     def cached(self) -> bool:
@@ -106,19 +130,76 @@ def dag_order(parents: dict[str, list[str]]) -> list[str]:
     """Step names so that each comes after its parents; among the steps that are ready at the
     same time, the order they were added in (the order of ``parents``) is kept. Steps caught
     in a cycle (a damaged record) come last, in their own order."""
+    index = {name: i for i, name in enumerate(parents)}
+    waiting = {n: len({p for p in parents[n] if p in index}) for n in parents}
+    children: dict[str, list[str]] = {n: [] for n in parents}
+    for n in parents:
+        for p in set(parents[n]):
+            if p in index:
+                children[p].append(n)
+    ready = [index[n] for n, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    names = list(parents)
     order: list[str] = []
-    placed: set[str] = set()
-    remaining = list(parents)
-    while remaining:
-        ready = [n for n in remaining if all(p in placed or p not in parents for p in parents[n])]
-        if not ready:
-            order.extend(remaining)
-            break
-        first = ready[0]
-        order.append(first)
-        placed.add(first)
-        remaining.remove(first)
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for child in children[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, index[child])
+    if len(order) < len(names):
+        placed = set(order)
+        order.extend(n for n in names if n not in placed)
     return order
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _step_tasks(backend: Backend, run_id: str, steps: list[StepView]) -> dict[str, TaskRecord]:
+    """The task of each step, by id: the run's children in one query, and the tasks of other
+    runs that some steps name (cached steps, base tasks run as they are) in one more."""
+    found = {t.id: t for t in backend.find_tasks(TaskFilter(parent=run_id, archived=None))}
+    others = list(dict.fromkeys(s.task for s in steps if s.task and s.task not in found))
+    if others:
+        found.update((t.id, t) for t in backend.find_tasks(TaskFilter(ids=others, archived=None)))
+    return found
+
+
+def _reconcile(steps: list[StepView], run: TaskRecord, tasks: dict[str, TaskRecord]) -> None:
+    """Correct what the run's task recorded with what the step tasks say (module docstring)."""
+    run_ended = run.status in FINAL
+    for step in steps:
+        task = tasks.get(step.task) if step.task else None
+        if task is not None:
+            step.task_status = task.status.value
+            if step.status in LIVE_STEP and task.status in STEP_OF_TASK:
+                step.status = STEP_OF_TASK[task.status]
+                why = _last_line(task.status_reason) or task.status_message
+                if why and task.status != TaskStatus.completed:
+                    step.message = why
+                if step.ended is None and task.completed is not None:
+                    step.ended = task.completed
+        if run_ended and (step.status in LIVE_STEP or step.status == "pending"):
+            step.status = "aborted" if step.status in LIVE_STEP else "skipped"
+            step.message = RUN_ENDED.get(run.status, "the run ended")
+
+
+def _last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (of a traceback: the error itself)."""
+    for line in reversed((text or "").splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 @dataclasses.dataclass
@@ -170,14 +251,15 @@ class RunView:
                     name=name,
                     parents=parents[name],
                     status=str(st.get("status") or "pending"),
-                    task=st.get("task") or None,
+                    task=_text(st.get("task")),
                     started=_number(st.get("started")),
                     ended=_number(st.get("ended")),
-                    cached_from=st.get("cached_from") or None,
-                    retries=int(st.get("retries") or 0),
+                    cached_from=_text(st.get("cached_from")),
+                    retries=_count(st.get("retries")),
                     message=str(st.get("message") or ""),
                 )
             )
+        _reconcile(steps, rec, _step_tasks(backend, rec.id, steps))
         args = {p.name: p.value for p in backend.get_params(rec.id) if p.section == ARGS_SECTION}
         return cls(
             task=rec,

@@ -1,6 +1,7 @@
 """``/api/v1/pipelines``: pipeline runs as the UI and scripts want them (a run's steps with
 their status, its arguments and rolled-up metrics) built from the same store calls as the rest
-of the API (``pipeline.views``)."""
+of the API (``pipeline.views``), and what a user does to runs: run one again with new
+arguments, abort a run or one task (``pipeline.actions``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from stepline.backend.http import wire as w
 from stepline.backend.protocol import Backend
+from stepline.core.errors import InvalidTransitionError
 from stepline.core.records import TaskFilter
 from stepline.core.status import TaskTypes
-from stepline.pipeline.views import RunView, run_summary
+from stepline.pipeline import actions
+from stepline.pipeline.views import CONFIG_DAG, RunView, run_summary
+from stepline.server.hub import QUEUES, TASKS, Hub
 
 
-def router() -> APIRouter:
+class NewRunW(w.Wire):
+    """A new run of a pipeline: new values of some of its arguments (``name`` for an
+    argument, ``Section/name`` for any parameter; values as text, checked against the stored
+    types), and the queue an agent runs it from (``null``: the run is left a draft)."""
+
+    args: dict[w.Name, w.Text] = {}
+    queue: w.Name | None = "services"
+
+
+class AbortW(w.Wire):
+    """Why (kept as the stopped tasks' status reason)."""
+
+    reason: w.Text = ""
+
+
+class StoppedW(w.Wire):
+    stopped: list[str]
+
+
+def router(hub: Hub) -> APIRouter:
     r = APIRouter()
 
     def be(request: Request) -> Backend:
@@ -41,9 +65,49 @@ def router() -> APIRouter:
 
     @r.get("/pipelines/{run_id}", response_model=dict[str, Any])
     def show_run(run_id: str, request: Request) -> Any:
-        """One run: its arguments, its steps in graph order (parents, status, task, times,
-        cache reuse, retries, message) and its rolled-up metrics."""
+        """One run: its arguments, its steps in graph order (parents, status, task and its
+        status, times, cache reuse, retries, message) and its rolled-up metrics."""
         backend = be(request)
         return RunView.load(backend, backend.get_task(run_id)).to_json()
+
+    @r.post("/pipelines/{run_id}/runs", response_model=dict[str, Any], status_code=201)
+    def new_run(run_id: str, body: NewRunW, request: Request) -> Any:
+        """Run the pipeline again: a copy of this run (its graph, arguments and code) with
+        the arguments given changed, queued for an agent. Answers the new run's summary."""
+        backend = be(request)
+        rec = actions.new_run(backend, run_id, body.args, queue=body.queue)
+        hub.notify(TASKS, QUEUES)
+        return run_summary(rec, backend.get_runtime(rec.id))
+
+    @r.post("/pipelines/{run_id}/abort", response_model=dict[str, Any])
+    def abort_run(run_id: str, request: Request, body: AbortW | None = None) -> Any:
+        """Abort a run: its own task and every step task of it that has not ended are
+        stopped (a running pipeline then kills its steps and skips the rest; agents end the
+        steps they run). Answers the run's summary."""
+        backend = be(request)
+        stopped = actions.abort_run(backend, run_id, body.reason if body else "")
+        if stopped:
+            hub.notify(TASKS, QUEUES)
+        return run_summary(backend.get_task(run_id), backend.get_runtime(run_id))
+
+    @r.post("/tasks/{task_id}/abort", response_model=StoppedW)
+    def abort_task(task_id: str, request: Request, body: AbortW | None = None) -> Any:
+        """Abort a task that has not ended (a pipeline run: with its steps). A queued task
+        leaves its queue; a running one is ended by its agent or its pipeline. Answers the
+        ids of the tasks stopped; a task that already ended is refused (409)."""
+        backend = be(request)
+        reason = (body.reason if body else "") or "aborted by the user"
+        rec = backend.get_task(task_id)
+        is_run = rec.type == str(TaskTypes.controller) and any(
+            c.name == CONFIG_DAG for c in backend.get_configs(task_id)
+        )
+        if is_run:
+            stopped = actions.abort_run(backend, task_id, reason)
+            if not stopped:  # it ended, and so did its steps
+                raise InvalidTransitionError(task_id, rec.status.value, "stopped")
+        else:
+            stopped = [actions.abort_task(backend, task_id, reason).id]
+        hub.notify(TASKS, QUEUES)
+        return {"stopped": stopped}
 
     return r

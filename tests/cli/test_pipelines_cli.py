@@ -12,6 +12,9 @@ from typer.testing import CliRunner, Result
 
 from stepline.backend import get_backend
 from stepline.cli.main import app
+from stepline.core.records import NewTask
+from stepline.core.status import TaskStatus
+from stepline.pipeline.actions import new_run
 from stepline.pipeline.controller import PipelineController
 from stepline.pipeline.views import dag_order
 from stepline.sdk.task import Task
@@ -235,18 +238,26 @@ def test_show_refuses_a_task_that_is_not_a_run(home: Path) -> None:
 
 
 def test_show_a_run_whose_steps_have_not_started(home: Path) -> None:
-    """A run recorded before any step ran (e.g. its controller was killed) shows every step
-    pending, in DAG order."""
+    """A draft run (not started yet) shows every step pending, in DAG order; once a run has
+    ended, a step it never recorded as started shows skipped (e.g. its controller was
+    killed)."""
     backend = get_backend()
     pipe = build()
     assert run(pipe)
     assert pipe.id
+    draft = new_run(backend, pipe.id, {}, queue=None)
+    out = ok("pipelines", "show", draft.id)
+    rows = [step_row(out, s) for s in ("make", "sum", "count", "report")]
+    assert [out.index(r) for r in rows] == sorted(out.index(r) for r in rows)
+    for row, name in zip(rows, ("make", "sum", "count", "report"), strict=True):
+        assert re.search(rf"{name}\s+pending\s+-\s+-$", row), row
+
     backend.set_runtime(
         pipe.id,
         {f"_node/{n}": json.dumps({"status": "pending"}) for n in ("make", "sum", "count")},
     )
     out = ok("pipelines", "show", pipe.id)
-    assert re.search(r"make\s+pending\s+-\s+-$", step_row(out, "make"))
+    assert re.search(r"make\s+skipped\s+-\s+-\s+the run ended$", step_row(out, "make"))
     assert re.search(r"report\s+completed", step_row(out, "report"))
 
 
@@ -268,3 +279,26 @@ def test_dag_order_puts_parents_first_and_keeps_the_added_order() -> None:
     assert dag_order({"b": [], "a": []}) == ["b", "a"]
     assert dag_order({"x": ["y"], "y": ["x"], "z": []}) == ["z", "x", "y"]
     assert dag_order({"a": ["gone"]}) == ["a"]
+
+
+# -- pipelines abort ---------------------------------------------------------------------------
+def test_abort_stops_a_run_and_its_steps(home: Path) -> None:
+    backend = get_backend()
+    pipe = build()
+    assert run(pipe)
+    assert pipe.id
+    draft = new_run(backend, pipe.id, {"scale": "3"}, queue=None)
+    backend.set_status(draft.id, TaskStatus.in_progress)  # as its controller does
+    step = backend.create_task(NewTask(name="make", project="cli-pipes", parent=draft.id))
+
+    out = ok("pipelines", "abort", draft.id[:8], "--reason", "wrong data")
+
+    assert out.startswith(f"run {draft.id} aborted: 2 task(s) stopped (1 step(s))")
+    for task_id in (draft.id, step.id):
+        rec = backend.get_task(task_id)
+        assert (rec.status, rec.status_reason) == (TaskStatus.stopped, "wrong data")
+    assert "had ended (stopped); nothing to abort" in ok("pipelines", "abort", draft.id)
+
+    result = cli("pipelines", "abort", step.id)
+    assert result.exit_code == 1
+    assert "is not a pipeline run" in result.stderr
