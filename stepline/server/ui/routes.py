@@ -15,7 +15,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from stepline.backend.protocol import Backend
+from stepline.core.display import fmt_duration, fmt_size, fmt_time
 from stepline.core.errors import NotFoundError, ValidationError
 from stepline.core.status import TaskStatus
 from stepline.pipeline.views import RunView
@@ -49,37 +49,6 @@ NODE_STATUSES = [
 ]
 
 
-def _ts(value: float | None) -> str:
-    if not value:
-        return ""
-    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _dur(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 60:
-        return f"{value:.1f} s"
-    m, s = divmod(int(value), 60)
-    if m < 60:
-        return f"{m}m {s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m"
-
-
-def _size(value: int | None) -> str:
-    if value is None:
-        return ""
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
 def _env() -> Environment:
     env = Environment(
         loader=PackageLoader("stepline.server", "ui/templates"),
@@ -87,7 +56,7 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ts=_ts, dur=_dur, size=_size, tojson_attr=lambda v: json.dumps(v))
+    env.filters.update(ts=fmt_time, dur=fmt_duration, size=fmt_size)
     env.globals.update(chart=charts.line_chart, NODE_STATUSES=NODE_STATUSES, STATUSES=STATUSES)
     return env
 

@@ -10,13 +10,20 @@ const cls = (v) => String(v || "").replace(/[^a-z_]/gi, "");
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
 function fmtDur(s) {
+  // the rules of stepline.core.display.fmt_duration
   if (s == null || isNaN(s)) return "";
-  if (s < 1) return Math.round(s * 1000) + " ms";
-  if (s < 60) return s.toFixed(1) + " s";
-  let m = Math.floor(s / 60), sec = Math.floor(s % 60);
+  if (s < 10) return s.toFixed(1) + "s";
+  let t = Math.round(s);
+  if (t < 60) return t + "s";
+  let m = Math.floor(t / 60);
+  const sec = t % 60;
   if (m < 60) return m + "m " + String(sec).padStart(2, "0") + "s";
-  const h = Math.floor(m / 60); m = m % 60;
-  return h + "h " + String(m).padStart(2, "0") + "m";
+  let h = Math.floor(m / 60);
+  m = m % 60;
+  if (h < 24) return h + "h " + String(m).padStart(2, "0") + "m";
+  const d = Math.floor(h / 24);
+  h = h % 24;
+  return d + "d " + String(h).padStart(2, "0") + "h";
 }
 
 function fmtAgo(ts) {
