@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,3 +25,20 @@ def mode(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
         yield name
     finally:
         PipelineDecorator._mode_default = None
+
+
+#: seconds a step thread abandoned by a debug run may take to end after the gate opens
+GATE_JOIN = 60.0
+
+
+@pytest.fixture
+def gate(home: Path, tmp_path: Path) -> Iterator[Path]:
+    """A folder for marker files. Held steps wait for ``release``, written at teardown; then
+    the step threads a debug run abandoned are joined (before the store goes away)."""
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    yield folder
+    (folder / "release").touch()
+    for thread in threading.enumerate():
+        if thread.name.startswith("stepline-step") and thread is not threading.current_thread():
+            thread.join(timeout=GATE_JOIN)

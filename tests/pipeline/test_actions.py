@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +74,6 @@ def held_flow(folder):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-def gate(home: Path, tmp_path: Path) -> Iterator[Path]:
-    """A folder for markers; ``release`` is written at teardown and the step threads a debug
-    run abandoned are joined before the store goes away."""
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    yield folder
-    (folder / "release").touch()
-    for thread in threading.enumerate():
-        if thread.name.startswith("stepline-step") and thread is not threading.current_thread():
-            thread.join(timeout=DEADLINE)
-
-
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

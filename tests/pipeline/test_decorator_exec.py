@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +30,6 @@ DEADLINE = 60.0  # seconds any awaited event may take before a test gives up
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture
-def gate(home: Path, tmp_path: Path) -> Iterator[Path]:
-    """A folder for marker files. Held steps wait for ``release``, written at teardown; then
-    the step threads a debug run abandoned are joined (before the store goes away)."""
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    yield folder
-    (folder / "release").touch()
-    for thread in threading.enumerate():
-        if thread.name.startswith("stepline-step") and thread is not threading.current_thread():
-            thread.join(timeout=DEADLINE)
-
-
 # -- helpers -------------------------------------------------------------------------------------
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout

@@ -6,15 +6,10 @@ same server. Then the actions: a new run with new arguments, aborting a run or a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
-from stepline.backend import reset_backend
-from stepline.backend.sql.store import SqlBackend
 from stepline.cli.main import app
 from stepline.core.records import NewTask
 from stepline.pipeline.controller import PipelineController
@@ -28,18 +23,6 @@ def make_numbers(count=3):
 
 def total(numbers, scale=1):
     return sum(numbers) * scale
-
-
-@pytest.fixture
-def client(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedBackend]:
-    inner = SqlBackend(
-        f"sqlite:///{home / 'server.db'}", str(home / "server-artifacts"), home=home / "srv"
-    )
-    served = ServedBackend(inner, home / "client")
-    monkeypatch.setenv("STEPLINE_API", served.url)
-    reset_backend(served)
-    yield served
-    reset_backend()
 
 
 def test_runs_and_a_run_through_the_api(client: ServedBackend) -> None:

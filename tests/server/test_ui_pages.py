@@ -7,13 +7,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from stepline.backend import reset_backend
-from stepline.backend.sql.store import SqlBackend
 from stepline.pipeline.controller import PipelineController
 from tests.serverproc import ServedBackend
 
@@ -27,18 +24,6 @@ def make_numbers():
 def total(numbers, scale=1):
     print("summing", numbers)
     return sum(numbers) * scale
-
-
-@pytest.fixture
-def client(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedBackend]:
-    inner = SqlBackend(
-        f"sqlite:///{home / 'server.db'}", str(home / "server-artifacts"), home=home / "srv"
-    )
-    served = ServedBackend(inner, home / "client")
-    monkeypatch.setenv("STEPLINE_API", served.url)
-    reset_backend(served)
-    yield served
-    reset_backend()
 
 
 @pytest.fixture
