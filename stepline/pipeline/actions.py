@@ -16,11 +16,10 @@ from stepline.backend.protocol import Backend
 from stepline.core.errors import InvalidTransitionError, NotFoundError, ValidationError
 from stepline.core.records import Param, TaskFilter, TaskRecord
 from stepline.core.status import FINAL, TaskStatus, TaskTypes
-from stepline.pipeline.views import ARGS_SECTION, CONFIG_DAG, RT_NAME, RT_VERSION
+from stepline.pipeline.views import ARGS_SECTION, CONFIG_DAG, RT_DEFAULT_QUEUE, RT_NAME, RT_VERSION
 
 #: Runtime properties a clone keeps (which pipeline, and version, the new run is a run of);
 #: the rest of the runtime (steps' state, progress, run number) belongs to the source's run.
-RT_DEFAULT_QUEUE = "pipeline/default_queue"
 KEPT_RUNTIME = (RT_NAME, RT_VERSION, RT_DEFAULT_QUEUE)
 #: The statuses of a task that has not ended.
 NOT_FINAL = [TaskStatus.created, TaskStatus.queued, TaskStatus.in_progress]
@@ -69,10 +68,15 @@ def fits(value: str, kind: str) -> bool:
     return True
 
 
+def is_pipeline_run(backend: Backend, rec: TaskRecord) -> bool:
+    """Whether the task holds a pipeline (a graph of steps)."""
+    return any(c.name == CONFIG_DAG for c in backend.get_configs(rec.id))
+
+
 def pipeline_run(backend: Backend, run_id: str) -> TaskRecord:
     """The run's task; a ``ValidationError`` when the task holds no pipeline."""
     rec = backend.get_task(run_id)
-    if not any(c.name == CONFIG_DAG for c in backend.get_configs(run_id)):
+    if not is_pipeline_run(backend, rec):
         raise ValidationError(
             f"task {rec.id} ({rec.name!r}, type {rec.type}) is not a pipeline run: it holds "
             f"no {CONFIG_DAG!r} configuration; list the runs with `stepline pipelines list`"

@@ -46,14 +46,11 @@ from stepline.pipeline.executors import (
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
 from stepline.pipeline.scheduler import Outcome, Outside, Scheduler
+from stepline.pipeline.views import CONFIG_DAG, RT_DEFAULT_QUEUE, RT_NAME, RT_RUN, RT_VERSION
 from stepline.sdk.script_info import add_git_info, script_info
 from stepline.sdk.task import ARGS_SECTION, ENV_TASK_ID, Task, _user
 
-CONFIG_DAG = "Pipeline"
-RT_VERSION = "version"
 RT_HASH = "_pipeline_hash"
-RT_NAME = "_pipeline_name"
-RT_RUN = "_run_number"
 DEFAULT_VERSION = "1.0.0"
 _SEMVER = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -741,7 +738,7 @@ class PipelineController:
             RT_NAME: self._pipeline_key(),
             RT_RUN: str(run_number),
             "progress": "0",
-            "pipeline/default_queue": self._default_queue or "",
+            RT_DEFAULT_QUEUE: self._default_queue or "",
             **self._extra_runtime,
         }
         runtime.update({RT_NODE + n: json.dumps(node_state(v)) for n, v in self._nodes.items()})

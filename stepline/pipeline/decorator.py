@@ -63,7 +63,8 @@ from stepline.pipeline.run import (
     is_param_value,
     node_state,
 )
-from stepline.pipeline.scheduler import Launch, last_line
+from stepline.pipeline.scheduler import Launch
+from stepline.pipeline.views import last_line
 from stepline.sdk.artifacts import Artifact
 from stepline.sdk.task import ARGS_SECTION, Task
 

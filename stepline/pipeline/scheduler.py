@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from stepline.core.status import TaskStatus
 from stepline.pipeline.dag import FINAL, SUCCEEDED, Node, NodeStatus
 from stepline.pipeline.executors import Executor
+from stepline.pipeline.views import last_line
 
 #: Seconds between looks at the store for stops made from outside the run.
 LOOK_INTERVAL = 0.5
@@ -512,9 +513,3 @@ class Scheduler:
                 run.killed = f"the step's time limit of {run.node.timeout:g} s was exceeded"
                 run.kill_status = TaskStatus.failed
                 self._kill(task_id, run)
-
-
-def last_line(text: str) -> str:
-    """The last non-blank line of ``text`` (of a traceback: the error itself), stripped."""
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else ""

@@ -31,6 +31,7 @@ RT_NODE = "_node/"
 RT_VERSION = "version"
 RT_RUN = "_run_number"
 RT_NAME = "_pipeline_name"
+RT_DEFAULT_QUEUE = "pipeline/default_queue"
 ARGS_SECTION = "Args"
 #: Node statuses in which a step no longer changes.
 FINAL_STEP = frozenset({"completed", "cached", "aborted", "failed", "skipped"})
@@ -184,7 +185,7 @@ def _reconcile(steps: list[StepView], run: TaskRecord, tasks: dict[str, TaskReco
             step.task_status = task.status.value
             if step.status in LIVE_STEP and task.status in STEP_OF_TASK:
                 step.status = STEP_OF_TASK[task.status]
-                why = _last_line(task.status_reason) or task.status_message
+                why = last_line(task.status_reason) or task.status_message
                 if why and task.status != TaskStatus.completed:
                     step.message = why
                 if step.ended is None and task.completed is not None:
@@ -194,12 +195,10 @@ def _reconcile(steps: list[StepView], run: TaskRecord, tasks: dict[str, TaskReco
             step.message = RUN_ENDED.get(run.status, "the run ended")
 
 
-def _last_line(text: str) -> str:
-    """The last non-blank line of ``text`` (of a traceback: the error itself)."""
-    for line in reversed((text or "").splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (of a traceback: the error itself), stripped."""
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 @dataclasses.dataclass
@@ -269,6 +268,11 @@ class RunView:
             metrics=backend.get_last_scalars(rec.id),
         )
 
+    @property
+    def progress(self) -> int | None:
+        """Percent of the steps done, as the run recorded it."""
+        return _int(self.runtime.get("progress"))
+
     def to_json(self) -> dict[str, Any]:
         rec = self.task
         return {
@@ -280,7 +284,7 @@ class RunView:
             "status": rec.status.value,
             "status_message": rec.status_message,
             "status_reason": rec.status_reason,
-            "progress": _int(self.runtime.get("progress")),
+            "progress": self.progress,
             "created": rec.created,
             "started": rec.started,
             "completed": rec.completed,

@@ -15,7 +15,7 @@ from stepline.core.errors import InvalidTransitionError
 from stepline.core.records import TaskFilter
 from stepline.core.status import TaskTypes
 from stepline.pipeline import actions
-from stepline.pipeline.views import CONFIG_DAG, RunView, run_summary
+from stepline.pipeline.views import RunView, run_summary
 from stepline.server.hub import QUEUES, TASKS, Hub
 
 
@@ -98,10 +98,7 @@ def router(hub: Hub) -> APIRouter:
         backend = be(request)
         reason = (body.reason if body else "") or "aborted by the user"
         rec = backend.get_task(task_id)
-        is_run = rec.type == str(TaskTypes.controller) and any(
-            c.name == CONFIG_DAG for c in backend.get_configs(task_id)
-        )
-        if is_run:
+        if rec.type == str(TaskTypes.controller) and actions.is_pipeline_run(backend, rec):
             stopped = actions.abort_run(backend, task_id, reason)
             if not stopped:  # it ended, and so did its steps
                 raise InvalidTransitionError(task_id, rec.status.value, "stopped")

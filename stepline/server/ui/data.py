@@ -22,6 +22,7 @@ from stepline.core.status import FINAL, TaskStatus, TaskTypes
 from stepline.pipeline.views import (
     ARGS_SECTION,
     CONFIG_DAG,
+    RT_NAME,
     RT_RUN,
     RT_VERSION,
     RunView,
@@ -29,8 +30,6 @@ from stepline.pipeline.views import (
     task_duration,
 )
 
-#: the runtime property naming the pipeline a run belongs to ("project/name")
-RT_PIPELINE = "_pipeline_name"
 #: most runs read for the pipelines page and a runs table
 MAX_RUNS = 5000
 #: log lines shown at first in a panel (the rest is a download)
@@ -61,7 +60,7 @@ def runtimes(
 
 def pipeline_key(rec: TaskRecord, runtime: dict[str, str]) -> str:
     """``project/name`` of the pipeline ``rec`` is a run of."""
-    key = runtime.get(RT_PIPELINE)
+    key = runtime.get(RT_NAME)
     if key:
         return key
     return f"{rec.project}/{_RUN_SUFFIX.sub('', rec.name)}"
@@ -97,7 +96,7 @@ def controller_runs(
     rts = runtimes(
         backend,
         [r.id for r in records],
-        [RT_PIPELINE, RT_VERSION, RT_RUN, "progress", "_agent", "_queue"],
+        [RT_NAME, RT_VERSION, RT_RUN, "progress", "_agent", "_queue"],
     )
     agents = agent_names(backend)
     out = []
@@ -175,7 +174,7 @@ def run_state(view: RunView) -> dict[str, Any]:
     return {
         "status": rec.status.value,
         "final": rec.status in FINAL,
-        "progress": view.to_json()["progress"],
+        "progress": view.progress,
         "started": rec.started,
         "completed": rec.completed,
         "message": rec.status_message or rec.status_reason,

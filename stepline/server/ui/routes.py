@@ -27,7 +27,7 @@ from stepline.backend.protocol import Backend
 from stepline.core.display import fmt_duration, fmt_size, fmt_time
 from stepline.core.errors import NotFoundError, ValidationError
 from stepline.core.status import TaskStatus
-from stepline.pipeline.views import RunView
+from stepline.pipeline.views import ARGS_SECTION, RunView
 from stepline.server.hub import EXTERNAL_POLL, OUTPUT, QUEUES, TASKS, Hub
 from stepline.server.ui import charts, data
 from stepline.server.ui.dag import layout
@@ -344,15 +344,12 @@ def router(hub: Hub) -> APIRouter:
             views = [RunView.load(backend, backend.get_task(i)) for i in (a, b)]
             names = sorted(set(views[0].args) | set(views[1].args))
             metrics = _metric_rows(views)
-            plots = []
-            for title, series in _shared_plots(backend, views):
-                plots.append((title, series))
-            steps = sorted(
-                {s.name for v in views for s in v.steps},
-                key=lambda n: next(
-                    (i for v in views for i, s in enumerate(v.steps) if s.name == n), 0
-                ),
-            )
+            plots = _shared_plots(backend, views)
+            place: dict[str, int] = {}  # a step's position in the first run that has it
+            for v in views:
+                for i, step in enumerate(v.steps):
+                    place.setdefault(step.name, i)
+            steps = sorted(place, key=place.__getitem__)
             by_step = [{s.name: s for s in v.steps} for v in views]
             return page(
                 "compare.html", request, views=views, names=names, metrics=metrics,
@@ -366,7 +363,7 @@ def router(hub: Hub) -> APIRouter:
 
 def _new_run_form(backend: Backend, run_id: str) -> dict[str, Any]:
     rec = backend.get_task(run_id)
-    args = [p for p in backend.get_params(run_id) if p.section == "Args"]
+    args = [p for p in backend.get_params(run_id) if p.section == ARGS_SECTION]
     queues = [q.name for q in backend.get_queues()]
     default = "services" if "services" in queues or not queues else queues[0]
     return {
