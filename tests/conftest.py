@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,9 +43,31 @@ def backend(home: Path) -> SqlBackend:
     return b
 
 
+def use_team_store(request: pytest.FixtureRequest, *, s3: bool = True) -> None:
+    """Point this test's process-wide backend (and its children, through ``run_env``) at a
+    fresh PostgreSQL database and, with ``s3``, a fresh bucket of the S3-compatible server."""
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("STEPLINE_DB", request.getfixturevalue("pg_cluster").new_database())
+    if s3:
+        monkeypatch.setenv("STEPLINE_STORAGE", request.getfixturevalue("s3_server").new_bucket())
+    reset_backend()
+
+
+@pytest.fixture
+def pg_home(request: pytest.FixtureRequest, home: Path) -> Path:
+    """``home`` with its tasks on PostgreSQL and its artifacts on the S3-compatible server."""
+    use_team_store(request)
+    return home
+
+
+#: what children keep of the test's environment: where the store is
+_KEPT = ("STEPLINE_DB", "STEPLINE_STORAGE")
+
+
 def run_env(home: Path, **extra: str) -> dict[str, str]:
-    """Environment for a child Python process using ``home``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    """Environment for a child Python process using ``home`` (and the test's database and
+    artifact storage when it set them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_") or k in _KEPT}
     env["STEPLINE_HOME"] = str(home)
     env.update(extra)
     return env
@@ -89,3 +112,40 @@ def started_together(
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
     yield results
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (``tests.pgserver``); tests that use it are
+    skipped, saying why, where no PostgreSQL binary can be found."""
+    from tests.pgserver import PgCluster, start_cluster
+
+    cluster = start_cluster()
+    if cluster is None:
+        pytest.skip(PgCluster.missing)
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """A fresh PostgreSQL database at the current schema, for this test only."""
+    return str(pg_cluster.new_database())
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """An S3-compatible server (moto's server mode) on loopback for the session; its
+    credentials and endpoint are in the environment (AWS_*), as users would set them."""
+    from tests.s3server import start_moto
+
+    server = start_moto()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from stepline.cli import agents, pipelines, server, tasks
+from stepline.cli import agents, db, pipelines, server, tasks
 from stepline.core.errors import StepLineError
 
 
@@ -42,6 +42,7 @@ app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(agents.agent_app, name="agent")
 app.add_typer(agents.queues_app, name="queues")
 app.add_typer(server.server_app, name="server")
+app.add_typer(db.app, name="db")
 
 
 @app.command()

@@ -65,6 +65,11 @@ class StoreLockedError(StoreError):
     pass
 
 
+class StoreUnavailableError(StoreError):
+    """The database could not be reached (it is down or restarting) for longer than the
+    store waits, or the connection was cut while a commit was in flight."""
+
+
 class ConflictError(StoreError):
     """The operation conflicts with what is already stored (e.g. a duplicate name)."""
 

@@ -1,7 +1,7 @@
 """The contract every ``stepline.backend.protocol.Backend`` implementation keeps.
 
 Each test runs once per factory in ``IMPLEMENTATIONS`` (SQLite, and the HTTP client through a
-real server on loopback; PostgreSQL gets appended later). The tests use only the Protocol's
+real server on loopback, and PostgreSQL on a real server started by the fixtures). The tests use only the Protocol's
 methods and the records and errors of ``stepline.core``; whatever an implementation stores on
 disk lives under the folder its factory is given, which is how "no bytes are left behind" is
 checked without knowing how an implementation lays out its files.
@@ -67,8 +67,16 @@ def http_backend(root: Path) -> Backend:
     return ServedBackend(inner, root / "client")
 
 
+def postgres_backend(root: Path) -> Backend:
+    """PostgreSQL (a fresh database on the session's server, ``pg_cluster``)."""
+    return SqlBackend(PG["cluster"].new_database(), str(root / "artifacts"), home=root)
+
+
+#: the running servers the factories above use, filled by the ``store`` fixture
+PG: dict[str, Any] = {}
+
 #: Factories ``(folder) -> Backend``; every file the backend writes must stay in the folder.
-IMPLEMENTATIONS: list[Callable[[Path], Backend]] = [sqlite_backend, http_backend]
+IMPLEMENTATIONS: list[Callable[[Path], Backend]] = [sqlite_backend, http_backend, postgres_backend]
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
@@ -83,6 +91,8 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=[f.__name__ for f in IMPLEMENTATIONS])
 def store(request: pytest.FixtureRequest, root: Path) -> Iterator[Backend]:
+    if request.param is postgres_backend:
+        PG["cluster"] = request.getfixturevalue("pg_cluster")
     backend = request.param(root)
     assert isinstance(backend, Backend)
     yield backend

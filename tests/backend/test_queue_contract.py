@@ -29,19 +29,22 @@ from tests.conftest import started_together
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=["sqlite", "http", "postgres"])
 def backend(
     request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
     """The store of the test's home, directly or through a server (then ``STEPLINE_API``
-    points child processes at the server too)."""
+    points child processes at the server too), or on PostgreSQL (``STEPLINE_DB``)."""
     from stepline.backend import get_backend, reset_backend
     from stepline.backend.http.client import HttpBackend
     from stepline.backend.sql.store import SqlBackend
+    from tests.conftest import use_team_store
     from tests.serverproc import serve
 
+    if request.param == "postgres":
+        use_team_store(request, s3=False)
     local = get_backend()
-    if request.param == "sqlite":
+    if request.param in ("sqlite", "postgres"):
         yield local
         return
     assert isinstance(local, SqlBackend)

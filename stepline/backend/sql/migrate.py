@@ -2,7 +2,14 @@
 
 Opening a store checks one row (``alembic_version``) against ``HEAD``; only when they differ is
 Alembic loaded (it costs half a second to import) and the migrations run, under a lock so that
-two processes opening a new home at once do not both create it.
+two processes opening a new database at once do not both create it (a file lock beside a SQLite
+file, an advisory lock on PostgreSQL).
+
+Who upgrades: an embedded home (SQLite) is upgraded by whichever process opens it first. A shared
+database (PostgreSQL) is created by the first process that finds it empty, but an existing one is
+upgraded only on purpose, by ``stepline db upgrade`` or a starting ``stepline server``: agents and
+scripts of an older and a newer stepline may share it, and none of them should change its schema
+under the others.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from stepline.core.errors import StoreError
 
 #: The newest revision in migrations/versions; a test keeps the two equal.
-HEAD = "0004"
+HEAD = "0005"
+
+#: the key of PostgreSQL's advisory lock held while migrating
+PG_LOCK_KEY = 0x5E_9_11_4E
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -31,9 +41,27 @@ def current_revision(engine: Engine) -> str | None:
         return None
 
 
-def ensure_schema(engine: Engine, lock_dir: Path | None) -> None:
-    """Upgrade the database to ``HEAD`` if it is not there yet."""
-    if current_revision(engine) == HEAD:
+def ensure_schema(engine: Engine, lock_dir: Path | None, *, upgrade_existing: bool = True) -> None:
+    """Upgrade the database to ``HEAD`` if it is not there yet. Without ``upgrade_existing``
+    only an empty database is created; one at an older revision is refused."""
+    revision = current_revision(engine)
+    if revision == HEAD:
+        return
+    if revision is not None and not upgrade_existing:
+        raise StoreError(behind_message(engine, revision))
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+            conn.commit()
+            try:
+                revision = current_revision(engine)
+                if revision is not None and revision != HEAD and not upgrade_existing:
+                    raise StoreError(behind_message(engine, revision))
+                if revision != HEAD:
+                    upgrade(engine)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+                conn.commit()
         return
     lock_file = None
     if lock_dir is not None:
@@ -47,6 +75,24 @@ def ensure_schema(engine: Engine, lock_dir: Path | None) -> None:
         if lock_file is not None:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
             lock_file.close()
+
+
+def safe_url(engine: Engine) -> str:
+    """The database URL with its password hidden."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def behind_message(engine: Engine, revision: str) -> str:
+    if revision > HEAD:
+        return (
+            f"the database {safe_url(engine)} has schema {revision}, newer than this stepline "
+            f"knows ({HEAD}); upgrade stepline"
+        )
+    return (
+        f"the database {safe_url(engine)} has schema {revision}, older than this stepline "
+        f"needs ({HEAD}); run `stepline db upgrade` (or start `stepline server`, which "
+        "upgrades it)"
+    )
 
 
 def alembic_config() -> Any:
@@ -67,6 +113,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     except Exception as exc:  # pragma: no cover - the message is what matters
         raise StoreError(
-            f"could not bring the database {engine.url!r} to schema {revision}: {exc}; "
+            f"could not bring the database {safe_url(engine)} to schema {revision}: {exc}; "
             "if it was created by a newer stepline, upgrade stepline"
         ) from exc

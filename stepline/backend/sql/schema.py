@@ -132,7 +132,8 @@ scalars = Table(
     Column("title", String(256), nullable=False),
     Column("series", String(256), nullable=False),
     Column("iteration", BigInteger, nullable=False),
-    Column("value", Float, nullable=False),
+    #: NULL is NaN (SQLite cannot store NaN; PostgreSQL could, but its min/max would be NaN)
+    Column("value", Float, nullable=True),
     Column("timestamp", Float, nullable=False),
     Index("ix_scalars_task", "task_id", "title", "series", "iteration"),
 )

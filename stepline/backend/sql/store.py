@@ -14,12 +14,27 @@ What it guarantees and how:
   ``StoreLockedError`` with what to do, and the transaction is rolled back whole. Threads of
   one process take turns on a lock first, so they never sleep in SQLite's busy handler.
 * **Fork safety.** A forked child drops the parent's pooled connections.
+
+On PostgreSQL, besides:
+
+* **Concurrent claims.** The queue claim locks the entry it takes with ``FOR UPDATE SKIP
+  LOCKED``: many agents claim at once, none waits for another and no task is claimed twice.
+* **Wake-ups.** ``claim(wait=)`` and ``watch`` sleep until PostgreSQL notifies a change
+  (``backend.sql.notify``) instead of polling, so ``pushes_changes`` is true.
+* **Restarts.** Connections are pooled and checked before use. A call that finds the server
+  gone (refused, cut, shutting down) is run again, with backoff, for up to ``timeout`` seconds:
+  its transaction was rolled back, so running it again cannot write twice. Only a connection
+  cut while a commit was in flight is not retried (the commit may have landed); that call
+  raises ``StoreUnavailableError``.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
+import inspect
+import math
 import os
 import re
 import sys
@@ -27,11 +42,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -49,20 +64,23 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from stepline.backend.protocol import KEEP
 from stepline.backend.sql import schema as t
-from stepline.backend.sql.migrate import ensure_schema
+from stepline.backend.sql.migrate import ensure_schema, safe_url
+from stepline.backend.sql.notify import QUEUE, TASK, ChangeListener
 from stepline.backend.storage import BlobStorage, file_digest
 from stepline.core.errors import (
     ArtifactCorruptError,
     ArtifactNotFoundError,
+    ConfigError,
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
     StoreError,
     StoreLockedError,
+    StoreUnavailableError,
     TaskNotFoundError,
     ValidationError,
 )
@@ -92,6 +110,8 @@ DEFER_HASH_MIN = 8 << 20
 #: against their size (pass ``verify=True`` to hash them too).
 VERIFY_LIMIT = 64 << 20
 
+T = TypeVar("T")
+
 _TASK_COLS = [c for c in t.tasks.c if c.name != "project_id"]
 _ORDER = {"created", "last_update", "name", "started", "completed", "status", "type"}
 
@@ -119,7 +139,93 @@ def _make_engine(url: str, timeout: float) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
+    if url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"STEPLINE_DB={url.split('://')[0]}://... needs the PostgreSQL driver: "
+                "pip install 'stepline[postgres]'"
+            ) from exc
+        return create_engine(
+            url,
+            pool_pre_ping=True,  # a connection the server dropped is replaced at checkout
+            pool_size=5,
+            max_overflow=20,
+            pool_timeout=timeout,
+            pool_recycle=3600,
+            connect_args={"connect_timeout": max(1, int(min(timeout, 10)))},
+        )
     return create_engine(url, pool_pre_ping=True)
+
+
+#: PostgreSQL error classes after which a call is safely run again: the connection failed or
+#: was cut (08), the server is shutting down or starting (57P), a serialization failure or
+#: deadlock rolled the transaction back (40)
+_TRANSIENT_SQLSTATES = ("08", "57P", "40001", "40P01")
+
+
+class _Transient(Exception):
+    """A call met a database that is gone for now; ``_retried`` runs the call again."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    module = type(orig).__module__ if orig is not None else ""
+    if not module.startswith("psycopg"):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    if state is None:  # no answer from a server at all: refused, reset, timed out
+        return isinstance(exc, OperationalError)
+    return str(state).startswith(_TRANSIENT_SQLSTATES)
+
+
+_depth = threading.local()
+
+
+def _retrying(backend: SqlBackend, call: Callable[[], T]) -> T:
+    """``call()``, run again while the database is gone, for up to ``backend.timeout`` s."""
+    delay = 0.05
+    deadline = 0.0
+    outer = getattr(_depth, "n", 0)
+    try:
+        while True:
+            _depth.n = outer + 1
+            try:
+                return call()
+            except _Transient as exc:
+                now = time.monotonic()
+                deadline = deadline or now + backend.timeout
+                if now + delay > deadline:
+                    raise StoreUnavailableError(
+                        f"the task store {backend.safe_url} could not be reached for "
+                        f"{backend.timeout:g} s ({exc.cause}); nothing was written. Check that "
+                        "the database is up, or raise STEPLINE_DB_TIMEOUT to wait longer"
+                    ) from exc.cause
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    finally:
+        _depth.n = outer
+
+
+def _retried(fn: Callable[..., T]) -> Callable[..., T]:
+    """A public store call that is run again while the database is gone (the outermost
+    call retries; the calls it makes do not)."""
+
+    @functools.wraps(fn)
+    def call(self: SqlBackend, *args: Any, **kwargs: Any) -> T:
+        depth: int = getattr(_depth, "n", 0)
+        if self.is_sqlite or depth:
+            return fn(self, *args, **kwargs)
+        return _retrying(self, lambda: fn(self, *args, **kwargs))
+
+    return call
 
 
 _UPSERTS: dict[tuple[Any, ...], Any] = {}
@@ -157,6 +263,12 @@ def _upsert(
     conn.execute(stmt, rows)
 
 
+def _stored(value: float) -> float | None:
+    """A metric value as stored: NaN becomes NULL (see ``schema.scalars``)."""
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
 def _blob_name(name: str, local_path: str) -> str:
     """The stored file's name: the artifact name (cut so the name, and the storage's temporary
     name beside it, stay within the 255 bytes a file name may have), a random part (a
@@ -173,6 +285,7 @@ def _after_fork(ref: weakref.ref[SqlBackend]) -> None:
     backend = ref()
     if backend is not None:
         backend.engine.dispose(close=False)
+        backend._listener = None  # its thread stayed in the parent
         if backend._write_lock is not None:  # no thread of the parent came along
             backend._write_lock = threading.RLock()
 
@@ -263,21 +376,38 @@ class _Hasher:
 class SqlBackend:
     """``backend.protocol.Backend`` on a SQL database."""
 
-    def __init__(self, url: str, storage_url: str, *, home: Path, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_url: str,
+        *,
+        home: Path,
+        timeout: float = 30.0,
+        upgrade: bool | None = None,
+    ) -> None:
+        """``upgrade``: bring a database at an older schema to the current one. By default
+        a SQLite file is upgraded and a PostgreSQL database only created when empty (see
+        ``migrate``)."""
         self.url = url
         self.timeout = timeout
         self.engine = _make_engine(url, timeout)
+        self.safe_url = safe_url(self.engine)
         self._write_engine = self.engine.execution_options(stepline_write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         try:
-            ensure_schema(self.engine, home if self.is_sqlite else None)
-        except OperationalError as exc:
+            ensure_schema(
+                self.engine,
+                home if self.is_sqlite else None,
+                upgrade_existing=self.is_sqlite if upgrade is None else upgrade,
+            )
+        except DBAPIError as exc:
             raise self._translate(exc) from exc
         self.storage = BlobStorage(storage_url, home / "cache")
-        #: this store cannot tell a waiter about a change: ``claim(wait=...)`` and ``watch``
-        #: look again every ``poll_interval`` seconds
-        self.pushes_changes = False
+        #: SQLite cannot tell a waiter about a change: ``claim(wait=...)`` and ``watch`` look
+        #: again every ``poll_interval`` seconds. PostgreSQL notifies them.
+        self.pushes_changes = not self.is_sqlite
         self.poll_interval = 0.02
+        self._listener: ChangeListener | None = None
         self.home = home
         self._projects: dict[str, str] = {}
         self._hasher = _Hasher()
@@ -290,33 +420,59 @@ class SqlBackend:
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
     def __repr__(self) -> str:
-        return f"SqlBackend({self.engine.url!r}, storage={self.storage.root_url!r})"
+        return f"SqlBackend({self.safe_url!r}, storage={self.storage.root_url!r})"
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self.engine.dispose()
 
+    def changes(self) -> ChangeListener | None:
+        """The process's listener for change notifications (PostgreSQL), or None."""
+        if self.is_sqlite:
+            return None
+        if self._listener is None:
+            dsn = self.engine.url.set(drivername="postgresql")
+            self._listener = ChangeListener(dsn.render_as_string(hide_password=False))
+        return self._listener
+
     # -- transactions ----------------------------------------------------------------------
-    def _translate(self, exc: OperationalError) -> StoreError:
+    def _translate(self, exc: DBAPIError) -> StoreError:
         text = str(exc.orig) if exc.orig is not None else str(exc)
-        if "locked" in text or "busy" in text:
+        if self.is_sqlite and ("locked" in text or "busy" in text):
             return StoreLockedError(
-                f"the task store {self.engine.url} stayed locked by another process for "
+                f"the task store {self.safe_url} stayed locked by another process for "
                 f"{self.timeout:g} s; nothing was written. Retry, or raise STEPLINE_DB_TIMEOUT "
                 "if many processes write at once"
             )
-        return StoreError(f"the task store {self.engine.url} failed: {text}")
+        if not self.is_sqlite and _is_transient(exc):
+            return StoreUnavailableError(
+                f"the connection to the task store {self.safe_url} was lost while a change "
+                f"was being committed ({text.strip()}); it may or may not have been written"
+            )
+        return StoreError(f"the task store {self.safe_url} failed: {text}")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         lock = self._write_lock
-        try:
-            if lock is None:
+        if lock is None:
+            body_done = False
+            try:
                 with self._write_engine.begin() as conn:
                     yield conn
-                return
+                    body_done = True
+            except DBAPIError as exc:
+                # before the commit was sent the transaction is rolled back: safe to run again
+                if not body_done and _is_transient(exc):
+                    raise _Transient(exc) from exc
+                if isinstance(exc, OperationalError) or _is_transient(exc):
+                    raise self._translate(exc) from exc
+                raise
+            return
+        try:
             if not lock.acquire(timeout=self.timeout):
                 raise StoreLockedError(
-                    f"another thread of this process kept the task store {self.engine.url} "
+                    f"another thread of this process kept the task store {self.safe_url} "
                     f"busy for {self.timeout:g} s; nothing was written"
                 )
             try:
@@ -332,8 +488,12 @@ class SqlBackend:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except OperationalError as exc:
-            raise self._translate(exc) from exc
+        except DBAPIError as exc:
+            if not self.is_sqlite and _is_transient(exc):
+                raise _Transient(exc) from exc
+            if isinstance(exc, OperationalError):
+                raise self._translate(exc) from exc
+            raise
 
     # -- projects --------------------------------------------------------------------------
     def _project_id(self, conn: Connection, name: str) -> str:
@@ -860,8 +1020,8 @@ class SqlBackend:
             content_type=record.content_type,
             created=time.time(),
         )
-        try:
-            self._commit_artifact(stored)
+        try:  # retried here: the bytes, perhaps moved from local_path, are kept meanwhile
+            _retrying(self, lambda: self._commit_artifact(stored))
         except BaseException:
             self.storage.delete(url)
             raise
@@ -1048,7 +1208,14 @@ class SqlBackend:
             "scalars",
             "task_id, title, series, iteration, value, timestamp",
             [
-                (p.task_id, p.title, p.series, int(p.iteration), float(p.value), p.timestamp or now)
+                (
+                    p.task_id,
+                    p.title,
+                    p.series,
+                    int(p.iteration),
+                    _stored(p.value),
+                    p.timestamp or now,
+                )
                 for p in points
             ],
         )
@@ -1068,7 +1235,10 @@ class SqlBackend:
             rows = conn.execute(q.order_by(c.title, c.series, c.iteration, c.id)).all()
             if not rows:
                 self._require(conn, task_id)
-        return [ScalarPoint(*r) for r in rows]
+        return [
+            ScalarPoint(r[0], r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5])
+            for r in rows
+        ]
 
     def get_last_scalars(self, task_id: str) -> dict[str, dict[str, dict[str, float]]]:
         c = t.scalars.c
@@ -1091,9 +1261,9 @@ class SqlBackend:
         with self._read() as conn:
             for title, series, value, iteration, mn, mx in conn.execute(q):
                 out.setdefault(title, {})[series] = {
-                    "last": value,
-                    "min": mn,
-                    "max": mx,
+                    "last": math.nan if value is None else value,
+                    "min": math.nan if mn is None else mn,
+                    "max": math.nan if mx is None else mx,
                     "iteration": iteration,
                 }
             if not out:
@@ -1283,17 +1453,21 @@ class SqlBackend:
         self, queues: Sequence[str], agent_id: str, *, wait: float = 0.0
     ) -> TaskRecord | None:
         deadline = time.monotonic() + wait
+        listener = self.changes() if wait > 0 else None
         while True:
+            seq = listener.seq(QUEUE) if listener is not None else 0
             record = self._claim(queues, agent_id)
             left = deadline - time.monotonic()
             if record is not None or left <= 0:
                 return record
-            time.sleep(min(self.poll_interval, left))
+            self._sleep(listener, QUEUE, seq, left)
 
     def watch(self, known: Mapping[str, TaskStatus], *, timeout: float = 0.0) -> list[TaskRecord]:
         deadline = time.monotonic() + timeout
         ids = list(known)
+        listener = self.changes() if timeout > 0 else None
         while True:
+            seq = listener.seq(TASK) if listener is not None else 0
             changed = [
                 r
                 for r in self.find_tasks(TaskFilter(ids=ids, archived=None))
@@ -1302,6 +1476,16 @@ class SqlBackend:
             left = deadline - time.monotonic()
             if changed or left <= 0 or not ids:
                 return changed
+            self._sleep(listener, TASK, seq, left)
+
+    #: with notifications, a waiter still looks again this often (a notification is not
+    #: guaranteed to arrive, e.g. while the listener reconnects)
+    RECHECK = 2.0
+
+    def _sleep(self, listener: ChangeListener | None, channel: str, seq: int, left: float) -> None:
+        if listener is not None and listener.live:
+            listener.wait(channel, seq, min(left, self.RECHECK))
+        else:
             time.sleep(min(self.poll_interval, left))
 
     def _claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
@@ -1508,3 +1692,8 @@ class SqlBackend:
             {"task_id": task_id, "level": "error", "text": f"stepline: {text}", "timestamp": now},
         )
         return "requeued" if requeue else "failed"
+
+
+for _name, _fn in list(vars(SqlBackend).items()):
+    if inspect.isfunction(_fn) and not _name.startswith("_") and _name not in ("close", "changes"):
+        setattr(SqlBackend, _name, _retried(_fn))
