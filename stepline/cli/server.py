@@ -30,7 +30,7 @@ token_app = typer.Typer(
 server_app.add_typer(token_app, name="token")
 
 
-def _store() -> SqlBackend:
+def _store(upgrade: bool | None = None) -> SqlBackend:
     from stepline.backend.sql.store import SqlBackend
     from stepline.core.config import load_config
 
@@ -41,7 +41,11 @@ def _store() -> SqlBackend:
             "Run it on the server's machine with STEPLINE_API unset"
         )
     return SqlBackend(
-        config.db_url, config.storage_url, home=config.home, timeout=config.db_timeout
+        config.db_url,
+        config.storage_url,
+        home=config.home,
+        timeout=config.db_timeout,
+        upgrade=upgrade,
     )
 
 
@@ -60,15 +64,23 @@ def serve(
     ] = 64,
     max_upload_mb: Annotated[float, typer.Option(help="Largest artifact upload in MB.")] = 1 << 20,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+    upgrade: Annotated[
+        bool,
+        typer.Option(
+            help="Bring the database to this stepline's schema on start (--no-upgrade: refuse "
+            "to start on an older schema instead; run `stepline db upgrade` yourself)."
+        ),
+    ] = True,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
 
+    from stepline.backend.sql.migrate import HEAD
     from stepline.backend.sql.tokens import SqlTokens
     from stepline.server.app import create_app, is_loopback
 
-    backend = _store()
+    backend = _store(upgrade)
     tokens = SqlTokens(backend)
     if not is_loopback(host) and not tokens.active():
         raise ConfigError(
@@ -99,7 +111,10 @@ def serve(
     url = f"http://{shown}:{bound}"
     auth = "a token is required" if app.state.auth and tokens.active() else "no token needed"
     print(f"stepline server on {url} ({auth})", flush=True)
-    print(f"  store: {backend.url}  artifacts: {backend.storage.root_url}", flush=True)
+    print(f"  store: {backend.safe_url}  artifacts: {backend.storage.root_url}", flush=True)
+    if backend.upgraded_from is not None:
+        was = backend.upgraded_from or "empty"
+        print(f"  database schema upgraded: {was} -> {HEAD}", flush=True)
     print(f"  web UI: {url}/pipelines", flush=True)
     print(f"  API docs: {url}/api/docs   clients: STEPLINE_API={url}", flush=True)
     config = uvicorn.Config(

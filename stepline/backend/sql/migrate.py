@@ -41,12 +41,15 @@ def current_revision(engine: Engine) -> str | None:
         return None
 
 
-def ensure_schema(engine: Engine, lock_dir: Path | None, *, upgrade_existing: bool = True) -> None:
+def ensure_schema(
+    engine: Engine, lock_dir: Path | None, *, upgrade_existing: bool = True
+) -> str | None:
     """Upgrade the database to ``HEAD`` if it is not there yet. Without ``upgrade_existing``
-    only an empty database is created; one at an older revision is refused."""
+    only an empty database is created; one at an older revision is refused. Returns the
+    revision found before an upgrade ran ("" for an empty database), or None when none ran."""
     revision = current_revision(engine)
     if revision == HEAD:
-        return
+        return None
     if revision is not None and not upgrade_existing:
         raise StoreError(behind_message(engine, revision))
     if engine.dialect.name == "postgresql":
@@ -54,27 +57,32 @@ def ensure_schema(engine: Engine, lock_dir: Path | None, *, upgrade_existing: bo
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
             conn.commit()
             try:
-                revision = current_revision(engine)
-                if revision is not None and revision != HEAD and not upgrade_existing:
-                    raise StoreError(behind_message(engine, revision))
-                if revision != HEAD:
-                    upgrade(engine)
+                return _upgrade_if_needed(engine, upgrade_existing)
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
                 conn.commit()
-        return
     lock_file = None
     if lock_dir is not None:
         lock_dir.mkdir(parents=True, exist_ok=True)
         lock_file = open(lock_dir / ".migrate.lock", "a")  # noqa: SIM115
         fcntl.flock(lock_file, fcntl.LOCK_EX)
     try:
-        if current_revision(engine) != HEAD:
-            upgrade(engine)
+        return _upgrade_if_needed(engine, upgrade_existing)
     finally:
         if lock_file is not None:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
             lock_file.close()
+
+
+def _upgrade_if_needed(engine: Engine, upgrade_existing: bool) -> str | None:
+    """Under the migration lock: look again (another process may have done it)."""
+    revision = current_revision(engine)
+    if revision == HEAD:
+        return None
+    if revision is not None and not upgrade_existing:
+        raise StoreError(behind_message(engine, revision))
+    upgrade(engine)
+    return revision or ""
 
 
 def safe_url(engine: Engine) -> str:

@@ -394,14 +394,20 @@ class SqlBackend:
         self.safe_url = safe_url(self.engine)
         self._write_engine = self.engine.execution_options(stepline_write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        #: the schema revision this store upgraded the database from ("" : it was empty)
+        self.upgraded_from: str | None = None
         try:
-            ensure_schema(
+            self.upgraded_from = ensure_schema(
                 self.engine,
                 home if self.is_sqlite else None,
                 upgrade_existing=self.is_sqlite if upgrade is None else upgrade,
             )
         except DBAPIError as exc:
+            self.engine.dispose()
             raise self._translate(exc) from exc
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.storage = BlobStorage(storage_url, home / "cache")
         #: SQLite cannot tell a waiter about a change: ``claim(wait=...)`` and ``watch`` look
         #: again every ``poll_interval`` seconds. PostgreSQL notifies them.

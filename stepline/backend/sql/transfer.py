@@ -288,7 +288,7 @@ class _Copier:
         rows = [dict(r) for r in src.execute(select(table).order_by(c.name)).mappings()]
         if "parent_id" in c:
             rows = _parents_first(rows, "parent_id")
-        there = dict(dst.execute(select(c.name, c.id)).tuples().all())
+        there = {name: id_ for name, id_ in dst.execute(select(c.name, c.id))}
         taken = set(there.values())
         ids = self.ids.setdefault(table.name, {})
         fresh = []
@@ -313,7 +313,7 @@ class _Copier:
         for batch in self._batches(src, select(table).order_by(*key)):
             rows = [self._remap(table, row) for row in batch]
             firsts = list({row[key[0].name] for row in rows})
-            present = set(dst.execute(select(*key).where(key[0].in_(firsts))).tuples())
+            present = {tuple(r) for r in dst.execute(select(*key).where(key[0].in_(firsts)))}
             taken = {
                 c.name: set(dst.scalars(select(c).where(c.in_([r[c.name] for r in rows]))))
                 for c in unique
