@@ -41,7 +41,7 @@ from stepline.core.records import (
     TaskFilter,
 )
 from stepline.core.status import TaskStatus
-from stepline.server.hub import EXTERNAL_POLL, OUTPUT, QUEUES, TASKS, Hub
+from stepline.server.hub import OUTPUT, QUEUES, TASKS, Hub
 
 #: uploads not committed within this many seconds are deleted
 UPLOAD_TTL = 24 * 3600.0
@@ -612,7 +612,7 @@ async def _events(
             continue  # a full page: more is waiting
         if await request.is_disconnected():
             return
-        if not await hub.sleep(events, EXTERNAL_POLL) and time.monotonic() - last_sent > 15:
+        if not await hub.sleep(events, hub.external_poll) and time.monotonic() - last_sent > 15:
             last_sent = time.monotonic()
             yield ": keep-alive\n\n"
 

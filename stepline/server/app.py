@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stepline.backend.http.wire import ErrorW, error_body, validation_message
 from stepline.backend.protocol import Backend
+from stepline.backend.sql.notify import OUTPUT, QUEUE, TASK
 from stepline.core.errors import (
     ArtifactCorruptError,
     AuthError,
@@ -43,7 +44,8 @@ from stepline.core.errors import (
     ValidationError,
 )
 from stepline.core.records import ApiToken
-from stepline.server.hub import Hub
+from stepline.server.hub import OUTPUT as OUTPUT_TOPIC
+from stepline.server.hub import QUEUES, TASKS, Hub
 
 log = logging.getLogger("stepline.server")
 
@@ -341,6 +343,12 @@ def create_app(
         import anyio.to_thread
 
         hub.bind(asyncio.get_running_loop())
+        changes = getattr(backend, "changes", None)
+        listener = changes() if changes is not None else None
+        if listener is not None:  # PostgreSQL: other writers' changes wake waiters at once
+            topics = {TASK: (TASKS,), QUEUE: (QUEUES,), OUTPUT: (OUTPUT_TOPIC,)}
+            listener.subscribe(lambda ch: hub.notify(*topics.get(ch, ())))
+            hub.forwarded()
         anyio.to_thread.current_default_thread_limiter().total_tokens = 64
         await asyncio.to_thread(api.sweep_uploads, uploads)
         yield

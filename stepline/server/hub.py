@@ -4,7 +4,9 @@ Every write a route makes calls ``notify(topic)``; a waiter takes the topic's cu
 ``asyncio.Event`` *before* it looks at the store and awaits it after finding nothing, so no
 change between its look and its wait is missed. Writes that do not go through this server
 (another server on the same database, an embedded client) are seen by waiters looking again
-every ``EXTERNAL_POLL`` seconds.
+every ``EXTERNAL_POLL`` seconds, or, when the database notifies changes (PostgreSQL), at once:
+the app forwards its notifications here and waiters look again only every
+``NOTIFIED_POLL`` seconds, in case one was lost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ TOPICS = (TASKS, QUEUES, OUTPUT)
 
 #: how often a waiter looks again for changes made by writers other than this server
 EXTERNAL_POLL = 0.5
+#: the same, when the database's notifications are forwarded (``Hub.forwarded``)
+NOTIFIED_POLL = 5.0
 
 
 class Hub:
@@ -35,6 +39,11 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
         self._lock = threading.Lock()
+        self.external_poll = EXTERNAL_POLL
+
+    def forwarded(self) -> None:
+        """Say that other writers' changes are notified here (the database tells)."""
+        self.external_poll = NOTIFIED_POLL
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -88,4 +97,4 @@ class Hub:
             left = deadline - loop.time()
             if found or left <= 0:
                 return found
-            await self.sleep(events, min(left, EXTERNAL_POLL))
+            await self.sleep(events, min(left, self.external_poll))

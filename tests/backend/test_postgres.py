@@ -211,3 +211,38 @@ def _all() -> Any:
     from stepline.core.records import TaskFilter
 
     return TaskFilter(archived=None)
+
+
+def test_a_server_long_poll_is_woken_by_another_writer_without_looking(
+    store: SqlBackend, pg_url: str, tmp_path: Path
+) -> None:
+    """A second server (or an embedded client) on the same database changes a task: the
+    first server's waiting watch answers at once, and did not poll the store meanwhile."""
+    import httpx
+
+    from tests.serverproc import serve
+
+    served = serve(store)
+    other = open_store(pg_url, tmp_path / "other")
+    try:
+        task = other.create_task(NewTask(project="p", name="t"))
+        seen = statements(store)
+        th, out = in_thread(
+            lambda: httpx.post(
+                f"{served.url}/api/v1/tasks/watch",
+                json={"known": {task.id: "created"}, "timeout": 30},
+                timeout=60,
+            )
+        )
+        time.sleep(1.5)  # with the 0.5 s look of a store that does not notify: 3+ looks
+        looked = len(seen)
+        assert th.is_alive()
+        other.set_status(task.id, TaskStatus.in_progress)
+        th.join(20)
+        assert not th.is_alive()
+        assert out[0].status_code == 200, out[0].text
+        assert [r["status"] for r in out[0].json()] == ["in_progress"]
+        assert looked <= 2, seen
+    finally:
+        served.stop()
+        other.close()

@@ -1,7 +1,8 @@
 """Change notifications from PostgreSQL (LISTEN/NOTIFY).
 
-Triggers (migration 0005) send ``stepline_task`` when a task row is written and
-``stepline_queue`` when a task is queued. One daemon thread per process holds a connection of
+Triggers (migration 0005) send ``stepline_task`` when a task row is written,
+``stepline_queue`` when a task is queued and ``stepline_output`` when log lines, metrics,
+events or artifacts are added. One daemon thread per process holds a connection of
 its own that listens to both and counts what arrives per channel; a waiter reads the count,
 looks at the store, and, finding nothing, sleeps until the count moves (so a change between its
 look and its sleep is never missed).
@@ -15,11 +16,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 TASK = "stepline_task"
 QUEUE = "stepline_queue"
-CHANNELS = (TASK, QUEUE)
+OUTPUT = "stepline_output"
+CHANNELS = (TASK, QUEUE, OUTPUT)
 
 
 class ChangeListener:
@@ -32,6 +35,13 @@ class ChangeListener:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._conn: Any = None
+        self._subscribers: list[Callable[[str], None]] = []
+
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(channel)`` (from the listening thread) whenever ``channel`` may have
+        changed; starts listening."""
+        self._subscribers.append(fn)
+        self._ensure_running()
 
     def _ensure_running(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
@@ -66,6 +76,12 @@ class ChangeListener:
             for ch in channels:
                 self._seq[ch] += 1
             self._cond.notify_all()
+        for fn in self._subscribers:
+            for ch in channels:
+                try:
+                    fn(ch)
+                except Exception:  # a subscriber's failure must not stop the listening
+                    pass
 
     def _run(self) -> None:
         import psycopg

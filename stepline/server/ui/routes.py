@@ -28,7 +28,7 @@ from stepline.core.display import fmt_duration, fmt_size, fmt_time
 from stepline.core.errors import NotFoundError, ValidationError
 from stepline.core.status import TaskStatus
 from stepline.pipeline.views import ARGS_SECTION, RunView
-from stepline.server.hub import EXTERNAL_POLL, OUTPUT, QUEUES, TASKS, Hub
+from stepline.server.hub import OUTPUT, QUEUES, TASKS, Hub
 from stepline.server.ui import charts, data
 from stepline.server.ui.dag import layout
 
@@ -116,7 +116,7 @@ def router(hub: Hub) -> APIRouter:
             left = deadline - loop.time()
             if tag != etag or left <= 0 or await request.is_disconnected():
                 return JSONResponse({"etag": tag, **payload}, headers={"Cache-Control": "no-store"})
-            await hub.sleep(events, min(left, EXTERNAL_POLL))
+            await hub.sleep(events, min(left, hub.external_poll))
             await asyncio.sleep(LIVE_GAP)
 
     def guarded(request: Request, build: Callable[[], HTMLResponse]) -> HTMLResponse:
