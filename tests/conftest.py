@@ -123,8 +123,24 @@ def pg_cluster() -> Iterator[Any]:
     cluster = start_cluster()
     if cluster is None:
         pytest.skip(PgCluster.missing)
+    _STARTED["pg"] = cluster
     yield cluster
+    _STARTED.pop("pg", None)
     cluster.cleanup()
+
+
+#: session servers that were started (to clean up after each test)
+_STARTED: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _recycle_databases() -> Iterator[None]:
+    """After each test (and its other fixtures), the PostgreSQL databases it was given are
+    emptied for the next tests."""
+    yield
+    cluster = _STARTED.get("pg")
+    if cluster is not None:
+        cluster.recycle()
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@
 be found; the fixtures then skip with that reason. As root the server runs as the ``postgres``
 user, since PostgreSQL refuses to run as root.
 
-Every test gets a database of its own, copied from a template that already holds the current
-schema (``CREATE DATABASE ... TEMPLATE`` copies files: ~20 ms instead of running the
-migrations).
+Every test gets a database of its own at the current schema: one copied from a template that
+already holds it (``CREATE DATABASE ... TEMPLATE``: no migrations to run), or one an earlier
+test used, emptied again (``recycle``, called after every test, is faster still: a copy takes
+0.1-0.5 s on a busy 2-core machine, emptying the tables ~20 ms).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TEMPLATE = "stepline_template"
 
@@ -56,6 +58,9 @@ class PgCluster:
         self.port = free_port()
         self.log = self.dir / "server.log"
         self._n = itertools.count(1)
+        self._handed: list[str] = []  # databases at the current schema given out since recycle
+        self._free: list[str] = []  # emptied ones, given out again
+        self._seed: list[tuple[Any, ...]] = []  # the template's queue rows
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -143,6 +148,7 @@ class PgCluster:
 
     def make_template(self) -> None:
         """A database at the current schema, copied by ``new_database``."""
+        import psycopg
         from sqlalchemy import create_engine
 
         from stepline.backend.sql.migrate import upgrade
@@ -153,12 +159,45 @@ class PgCluster:
             upgrade(engine)
         finally:
             engine.dispose()
+        with psycopg.connect(self._dsn(TEMPLATE)) as conn:
+            self._seed = list(conn.execute("SELECT id, name, created FROM queues"))
+
+    def _dsn(self, db: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={db}"
 
     def new_database(self, *, empty: bool = False) -> str:
         """A fresh database (at the current schema unless ``empty``); returns its URL."""
-        name = f"t{os.getpid()}_{next(self._n)}"
-        self.sql(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {TEMPLATE}"))
+        if not empty and self._free:
+            name = self._free.pop()
+        else:
+            name = f"t{os.getpid()}_{next(self._n)}"
+            self.sql(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {TEMPLATE}"))
+        if not empty:
+            self._handed.append(name)
         return self.url(name)
+
+    def recycle(self) -> None:
+        """Empty the databases given out since the last call, to give them out again. One
+        still in use (a lock held past 2 s) is left alone and not given out again."""
+        import psycopg
+
+        from stepline.backend.sql.migrate import HEAD
+        from stepline.backend.sql.schema import metadata
+
+        tables = ", ".join(t.name for t in metadata.sorted_tables)
+        handed, self._handed = self._handed, []
+        for name in handed:
+            try:
+                with psycopg.connect(self._dsn(name)) as conn:
+                    conn.execute("SET lock_timeout = '2s'")
+                    conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")  # type: ignore[arg-type]
+                    conn.cursor().executemany(
+                        "INSERT INTO queues (id, name, created) VALUES (%s, %s, %s)", self._seed
+                    )
+                    conn.execute("UPDATE alembic_version SET version_num = %s", [HEAD])
+            except psycopg.Error:
+                continue
+            self._free.append(name)
 
 
 def start_cluster() -> PgCluster | None:

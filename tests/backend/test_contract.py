@@ -1,10 +1,11 @@
 """The contract every ``stepline.backend.protocol.Backend`` implementation keeps.
 
-Each test runs once per factory in ``IMPLEMENTATIONS`` (SQLite, and the HTTP client through a
-real server on loopback, and PostgreSQL on a real server started by the fixtures). The tests use only the Protocol's
-methods and the records and errors of ``stepline.core``; whatever an implementation stores on
-disk lives under the folder its factory is given, which is how "no bytes are left behind" is
-checked without knowing how an implementation lays out its files.
+Each test runs once per factory in ``IMPLEMENTATIONS``: SQLite; the HTTP client through a real
+server on loopback; PostgreSQL with artifacts on an S3-compatible server (both real servers
+started by the fixtures). The tests use only the Protocol's methods and the records and errors
+of ``stepline.core``; whatever an implementation stores lives under the folder its factory is
+given (or in its bucket), which is how "no bytes are left behind" is checked without knowing
+how an implementation lays out its files.
 """
 
 from __future__ import annotations
@@ -68,12 +69,16 @@ def http_backend(root: Path) -> Backend:
 
 
 def postgres_backend(root: Path) -> Backend:
-    """PostgreSQL (a fresh database on the session's server, ``pg_cluster``)."""
-    return SqlBackend(PG["cluster"].new_database(), str(root / "artifacts"), home=root)
+    """PostgreSQL (a fresh database on the session's server, ``pg_cluster``) with artifacts
+    in a fresh bucket of the S3-compatible server (``s3_server``); its cache is under
+    ``root``, and the bucket's objects count as the backend's files."""
+    bucket = SERVERS["s3"].new_bucket()
+    SERVERS["bucket"] = bucket
+    return SqlBackend(SERVERS["pg"].new_database(), bucket, home=root)
 
 
 #: the running servers the factories above use, filled by the ``store`` fixture
-PG: dict[str, Any] = {}
+SERVERS: dict[str, Any] = {}
 
 #: Factories ``(folder) -> Backend``; every file the backend writes must stay in the folder.
 IMPLEMENTATIONS: list[Callable[[Path], Backend]] = [sqlite_backend, http_backend, postgres_backend]
@@ -91,8 +96,10 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=[f.__name__ for f in IMPLEMENTATIONS])
 def store(request: pytest.FixtureRequest, root: Path) -> Iterator[Backend]:
+    SERVERS["bucket"] = None
     if request.param is postgres_backend:
-        PG["cluster"] = request.getfixturevalue("pg_cluster")
+        SERVERS["pg"] = request.getfixturevalue("pg_cluster")
+        SERVERS["s3"] = request.getfixturevalue("s3_server")
     backend = request.param(root)
     assert isinstance(backend, Backend)
     yield backend
@@ -119,8 +126,38 @@ def payload(tag: str = "") -> bytes:
     return f"stepline-payload-{tag}-{os.urandom(16).hex()}\n".encode() * 3
 
 
-def files_holding(root: Path, data: bytes) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+class StoredObject:
+    """An object in the test's bucket; read, written and deleted like a ``Path``."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        self.bucket, self.key = bucket, key
+
+    def __repr__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def read_bytes(self) -> bytes:
+        body = SERVERS["s3"].client().get_object(Bucket=self.bucket, Key=self.key)["Body"]
+        return bytes(body.read())
+
+    def write_bytes(self, data: bytes) -> None:
+        SERVERS["s3"].client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
+
+    def unlink(self) -> None:
+        SERVERS["s3"].client().delete_object(Bucket=self.bucket, Key=self.key)
+
+
+def files_holding(root: Path, data: bytes) -> list[Any]:
+    """Every file under ``root``, and every object in the test's bucket, holding ``data``."""
+    found: list[Any] = [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+    if SERVERS.get("bucket"):
+        bucket = SERVERS["bucket"].removeprefix("s3://").split("/")[0]
+        pages = SERVERS["s3"].client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                stored = StoredObject(bucket, obj["Key"])
+                if data in stored.read_bytes():
+                    found.append(stored)
+    return found
 
 
 def sha256(data: bytes) -> str:
@@ -873,21 +910,21 @@ def test_artifact_whose_file_is_gone(
     stored = store.put_artifact(artifact(rec.id), str(make_file(data)))
     store.artifact_local_path(stored)
     for path in files_holding(root, data):  # the stored bytes and any cached copy
-        os.unlink(path)
+        path.unlink()
     with pytest.raises(ArtifactNotFoundError) as exc:
         store.artifact_local_path(stored)
     assert rec.id in str(exc.value)
 
 
-def _tamper(path: str, how: str) -> None:
-    data = Path(path).read_bytes()
+def _tamper(path: Any, how: str) -> None:
+    data = path.read_bytes()
     if how == "truncated":
         data = data[:-5]
     elif how == "appended":
         data = data + b"x"
     else:  # same size, one byte changed
         data = data[:10] + bytes([data[10] ^ 0xFF]) + data[11:]
-    Path(path).write_bytes(data)
+    path.write_bytes(data)
 
 
 @pytest.mark.parametrize("how", ["truncated", "appended", "altered"])
@@ -901,7 +938,7 @@ def test_corrupt_artifact_is_detected(
     copies = files_holding(root, data)  # the stored bytes and any cached copy
     assert copies
     for path in copies:
-        _tamper(str(path), how)
+        _tamper(path, how)
     for verify in (None, True):
         with pytest.raises(ArtifactCorruptError) as exc:
             store.artifact_local_path(stored, verify=verify)

@@ -1105,6 +1105,16 @@ class SqlBackend:
 
     def artifact_local_path(self, record: ArtifactRecord, *, verify: bool | None = None) -> str:
         what = f"artifact {record.name!r} of task {record.task_id}"
+        if not self.storage.local:  # a cached download outlives the object: ask the records
+            c = t.artifacts.c
+            with self._read() as conn:
+                current = conn.execute(
+                    select(c.url).where(c.task_id == record.task_id, c.name == record.name)
+                ).scalar()
+            if current != record.url:
+                raise ArtifactNotFoundError(
+                    f"{what}: it was replaced or deleted; get the task's artifacts again"
+                )
         try:
             path = self.storage.local_copy(record.url)
         except ArtifactNotFoundError as exc:
