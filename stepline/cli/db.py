@@ -34,8 +34,8 @@ app = typer.Typer(
 CURRENT, BEHIND, AHEAD = 0, 1, 2
 
 
-def _configured() -> tuple[str, float]:
-    """The configured database's URL (STEPLINE_DB or the home's SQLite file) and timeout."""
+def _configured() -> str:
+    """The configured database's URL: STEPLINE_DB, or the home's SQLite file."""
     from stepline.core.config import load_config
 
     config = load_config()
@@ -44,7 +44,7 @@ def _configured() -> tuple[str, float]:
             f"STEPLINE_API={config.api_url} is set: this command works on the database itself. "
             "Run it on the server's machine with STEPLINE_API unset (and STEPLINE_DB set)"
         )
-    return config.db_url, config.db_timeout
+    return config.db_url
 
 
 def _engine(url: str) -> Engine:
@@ -103,12 +103,13 @@ def _state(revision: str | None, known: list[str]) -> str:
 def current(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The configured database's schema revision and this stepline's. Exits 0 when they are
-    equal, 1 when the database needs `stepline db upgrade` (or is empty), 2 when it was made
-    by a newer stepline."""
+    """The configured database's schema revision, and this stepline's.
+
+    Exits 0 when they are equal, 1 when the database needs `stepline db upgrade` (or is
+    empty), 2 when it was made by a newer stepline."""
     from stepline.backend.sql.migrate import HEAD, current_revision, safe_url
 
-    url, _ = _configured()
+    url = _configured()
     engine = _engine(url)
     try:
         revision = current_revision(engine)
@@ -142,12 +143,14 @@ def upgrade(
         str, typer.Option("--to", help="The revision to upgrade to (default: the newest).")
     ] = "head",
 ) -> None:
-    """Bring the configured database (STEPLINE_DB, or the home's SQLite file) to the current
-    schema. Stop agents and servers of an older stepline first: they may not work with it."""
+    """Bring the configured database (STEPLINE_DB, or the home's SQLite file) up to date.
+
+    Stop agents and servers of an older stepline first: they may not work with the new
+    schema."""
     from stepline.backend.sql import migrate
     from stepline.backend.sql.transfer import sqlite_file
 
-    url, _ = _configured()
+    url = _configured()
     known = _revisions()
     target = migrate.HEAD if to == "head" else to
     if target not in known:
@@ -208,11 +211,12 @@ def migrate_from_sqlite(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Copy a home's whole history (tasks, parameters, metrics, logs, artifacts, models,
-    queues, agents, tokens) into another database and artifact storage, e.g. a team's
-    PostgreSQL and object store. The target is brought to the current schema; rows it has
-    already are kept and counted as skipped, so copying again adds only what is new. Either
-    everything is copied or nothing is."""
+    """Copy a home's whole history into another database and artifact storage.
+
+    Tasks, parameters, metrics, logs, artifacts, models, queues, agents and tokens go into
+    the target, e.g. a team's PostgreSQL and object store, which is brought to the current
+    schema first. Rows it has already are kept and counted as skipped, so copying again adds
+    only what is new. Either everything is copied or nothing is."""
     from stepline.backend.sql.transfer import copy_store, database_url
     from stepline.core.config import load_config
 

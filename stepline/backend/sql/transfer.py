@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from stepline.backend.sql import migrate, schema
 from stepline.backend.sql.store import _make_engine
 from stepline.backend.storage import BlobStorage, is_local_url, local_path_of
-from stepline.core.errors import ArtifactNotFoundError, ConfigError, StoreError
+from stepline.core.errors import ArtifactError, ArtifactNotFoundError, ConfigError, StoreError
 from stepline.core.ids import new_id
 
 #: rows read from the source and written to the target at a time
@@ -123,7 +123,10 @@ def copy_store(
             f"there is no SQLite database at {src_file} to copy from; give the home's "
             "stepline.db (--from PATH) or set STEPLINE_HOME"
         )
-    same = src_file == dst_file if src_file is not None else _safe(src_url) == _safe(dst_url)
+    if src_file is not None and dst_file is not None:
+        same = src_file.resolve() == dst_file.resolve()
+    else:
+        same = _safe(src_url) == _safe(dst_url)
     if same:
         raise ConfigError(
             f"the source and the target are the same database ({_safe(dst_url)}); give the "
@@ -211,6 +214,11 @@ def _bring_to_head(conn: Connection, *, lock: bool) -> str | None:
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
     return revision
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(table), rows)
 
 
 def _order() -> list[Table]:
@@ -301,8 +309,7 @@ class _Copier:
             ids[row["id"]] = target_id
             taken.add(target_id)
             fresh.append(self._remap(table, {**row, "id": target_id}))
-        for start in range(0, len(fresh), BATCH):
-            dst.execute(insert(table), fresh[start : start + BATCH])
+        _insert(dst, table, fresh)
         count.copied += len(fresh)
 
     def _keyed(self, src: Connection, dst: Connection, table: Table, count: TableCount) -> None:
@@ -328,8 +335,7 @@ class _Copier:
                 for row in fresh:
                     what = f"{table.name[:-1]} {row['name']!r} of task {row['task_id']}"
                     row["url"] = self._place(row["url"], what)
-            if fresh:
-                dst.execute(insert(table), fresh)
+            _insert(dst, table, fresh)
             count.copied += len(fresh)
             count.skipped += len(rows) - len(fresh)
 
@@ -358,8 +364,7 @@ class _Copier:
                     seen[content] -= 1
                 else:
                     fresh.append(row)
-            if fresh:
-                dst.execute(insert(table), fresh)
+            _insert(dst, table, fresh)
             count.copied += len(fresh)
             count.skipped += len(batch) - len(fresh)
 
@@ -400,8 +405,8 @@ class _Copier:
             if not self.report.dry_run:
                 try:
                     self.dst_files.put(path, key)
-                except OSError as exc:
-                    raise StoreError(
+                except (OSError, ArtifactError) as exc:
+                    raise ArtifactError(
                         f"{what}: could not write its file to the target storage "
                         f"{self.dst_files.root_url} ({exc}); nothing was copied. Check that "
                         "the storage exists and this user may write to it"
