@@ -2,6 +2,10 @@
 home, two agents (``services`` and ``default``) and a client, each with a different, empty
 home and working folder. The client queues a decorator pipeline whose steps pass a numpy
 array to each other as an artifact; it completes, and everything it made is on the server.
+
+It runs twice: the server on its embedded store, and the server on PostgreSQL with artifacts in
+an S3-compatible bucket (real servers started by the fixtures), which the other machines reach
+with the usual AWS_* variables of their environment.
 """
 
 from __future__ import annotations
@@ -27,15 +31,22 @@ SCRIPT = Path(__file__).parent / "scripts" / "two_machines_pipeline.py"
 DEADLINE = 90.0
 
 
-def test_a_remote_pipeline_across_machines(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres+s3"])
+def test_a_remote_pipeline_across_machines(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     server_home = tmp_path / "server"
+    team: dict[str, str] = {}
+    if store != "sqlite":
+        team["STEPLINE_DB"] = request.getfixturevalue("pg_cluster").new_database()
+        team["STEPLINE_STORAGE"] = request.getfixturevalue("s3_server").new_bucket()
     made = subprocess.run(
         [sys.executable, "-m", "stepline.cli.main", "server", "token", "create", "team"],
-        env=server_env(server_home), capture_output=True, text=True, check=True,
+        env=server_env(server_home, **team), capture_output=True, text=True, check=True,
     )  # fmt: skip
     token = made.stdout.strip()
     assert token.startswith("stp_")
-    with running_server(server_home) as server:
+    with running_server(server_home, **team) as server:
         env = {"STEPLINE_API": server.url, "STEPLINE_TOKEN": token}
         homes = {name: tmp_path / name for name in ("services-agent", "worker", "client")}
         services = start_agent(
@@ -79,9 +90,15 @@ def test_a_remote_pipeline_across_machines(tmp_path: Path) -> None:
         finally:
             services.stop()
             worker.stop()
-    # the artifacts live on the server; no other home holds a store of its own
-    assert (server_home / "stepline.db").exists()
-    assert any((server_home / "artifacts").rglob("*.npy"))
+    # the artifacts live on the server's storage; no other home holds a store of its own
+    if store == "sqlite":
+        assert (server_home / "stepline.db").exists()
+        assert any((server_home / "artifacts").rglob("*.npy"))
+    else:
+        assert not (server_home / "stepline.db").exists()
+        bucket = team["STEPLINE_STORAGE"].removeprefix("s3://").split("/")[0]
+        listed = request.getfixturevalue("s3_server").client().list_objects_v2(Bucket=bucket)
+        assert any(o["Key"].endswith(".npy") for o in listed.get("Contents", []))
     for home in homes.values():
         assert not (home / "stepline.db").exists()
 

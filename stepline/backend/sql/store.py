@@ -116,7 +116,7 @@ _TASK_COLS = [c for c in t.tasks.c if c.name != "project_id"]
 _ORDER = {"created", "last_update", "name", "started", "completed", "status", "type"}
 
 
-def _make_engine(url: str, timeout: float) -> Engine:
+def make_engine(url: str, timeout: float) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -390,7 +390,7 @@ class SqlBackend:
         ``migrate``)."""
         self.url = url
         self.timeout = timeout
-        self.engine = _make_engine(url, timeout)
+        self.engine = make_engine(url, timeout)
         self.safe_url = safe_url(self.engine)
         self._write_engine = self.engine.execution_options(stepline_write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"

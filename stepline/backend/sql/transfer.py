@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from stepline.backend.sql import migrate, schema
-from stepline.backend.sql.store import _make_engine
+from stepline.backend.sql.store import make_engine
 from stepline.backend.storage import BlobStorage, is_local_url, local_path_of
 from stepline.core.errors import ArtifactError, ArtifactNotFoundError, ConfigError, StoreError
 from stepline.core.ids import new_id
@@ -140,8 +140,8 @@ def copy_store(
         target_storage=dst_storage,
         dry_run=dry_run,
     )
-    src_engine = _make_engine(src_url, timeout)
-    dst_engine = _make_engine(dst_url, timeout).execution_options(stepline_write=True)
+    src_engine = make_engine(src_url, timeout)
+    dst_engine = make_engine(dst_url, timeout).execution_options(stepline_write=True)
     copier = _Copier(
         BlobStorage(src_storage, home / "cache"),
         BlobStorage(dst_storage, home / "cache"),
