@@ -192,7 +192,9 @@ def test_a_newer_database_is_refused(pg_cluster: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_nan_metric_values_are_kept(db: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_nan_metric_values_are_kept(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     url = request.getfixturevalue("pg_url") if db == "postgres" else f"sqlite:///{tmp_path}/s.db"
     store = open_store(url, tmp_path)
     task = store.create_task(NewTask(project="p", name="t"))
