@@ -89,26 +89,28 @@ def part_size(size: int) -> int:
 def check_no_credentials(url: str) -> None:
     """Raise ``ConfigError`` if ``url`` carries credentials (``s3://KEY:SECRET@bucket/...``)."""
     parsed = urlparse(url)
-    netloc = parsed.netloc
-    keyed = parsed.scheme.lower() in KEYED_SCHEMES
-    # a bucket name holds neither '@' nor ':'; a secret holding '/' ends the netloc early
-    if not ("@" in netloc if not keyed else ("@" in netloc or ":" in netloc)):
-        return
-    if not keyed and parsed.password is None:
-        return  # a user name alone, as in sftp://user@host/path, is not a secret
-    host = netloc.rpartition("@")[2] if "@" in netloc else "BUCKET"
-    shown = f"{parsed.scheme}://***@{host}/..."
-    clean = f"{parsed.scheme}://{host}/..."
-    env = (
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
-        if parsed.scheme.lower() in ("s3", "s3a")
-        else "the storage provider's usual environment variables"
-    )
+    scheme = parsed.scheme.lower()
+    if scheme in KEYED_SCHEMES:
+        # a bucket name holds neither '@' nor ':' (and a secret holding '/' cuts the netloc
+        # short, leaving only "KEY:start-of-secret")
+        if "@" not in parsed.netloc and ":" not in parsed.netloc:
+            return
+    elif parsed.password is None:
+        return  # a user name alone, as in sftp://user@host/path, is no secret
+    after = url.split("://", 1)[-1].partition("@")[2].split("/")[0] or "BUCKET"
     raise ConfigError(
-        f"artifact storage URL {shown} carries credentials; they would be recorded in every "
-        f"artifact's URL. Give the URL without them ({clean}) and set the credentials in the "
-        f"environment instead: {env}"
+        f"artifact storage URL {parsed.scheme}://***@{after}/... carries credentials, which "
+        f"would be recorded in every artifact's URL. Give it without them "
+        f"({parsed.scheme}://{after}/...) and set the credentials in the environment: "
+        f"{credential_variables(url)}"
     )
+
+
+def credential_variables(url: str) -> str:
+    """Where the credentials for ``url`` are looked for, as said in error messages."""
+    if urlparse(url).scheme.lower() in ("s3", "s3a"):
+        return "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+    return "the storage provider's usual environment variables"
 
 
 def _leave_alone(fs: Any) -> None:
@@ -217,35 +219,40 @@ class BlobStorage:
         return True
 
     @contextmanager
-    def _remote(self, doing: str, url: str) -> Iterator[None]:
-        """Turn the object store's errors into ours, saying what to check."""
+    def _remote(self, doing: str, url: str, *, reading: bool = False) -> Iterator[None]:
+        """Turn the object store's errors into ours, saying what to check. With ``reading``
+        a missing object is ``ArtifactNotFoundError``."""
         try:
             yield
         except (ArtifactError, ConfigError):
             raise
         except Exception as exc:
-            code = _provider_code(exc)
             where = f"artifact storage {self.root_url}"
-            if code == "NoSuchBucket":
+            s3 = urlparse(self.root_url).scheme.lower() in ("s3", "s3a")
+            creds = credential_variables(self.root_url)
+            if _provider_code(exc) == "NoSuchBucket":
+                lookup = " and the endpoint (AWS_ENDPOINT_URL) it is looked up at" if s3 else ""
                 raise ConfigError(
                     f"{where}: the bucket does not exist (while {doing} {url}); check the "
-                    "storage URL (STEPLINE_STORAGE), and the endpoint (AWS_ENDPOINT_URL) and "
-                    "region (AWS_DEFAULT_REGION) it is looked up at"
+                    f"storage URL (STEPLINE_STORAGE){lookup}"
                 ) from exc
-            if isinstance(exc, PermissionError) or type(exc).__name__ in (
-                "NoCredentialsError",
-                "PartialCredentialsError",
-            ):
+            if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                raise ConfigError(
+                    f"{where}: no credentials found while {doing} {url} ({exc}); set "
+                    f"{creds} in the environment"
+                ) from exc
+            if isinstance(exc, PermissionError):
                 raise ConfigError(
                     f"{where}: access refused while {doing} {url} ({exc}); check the "
-                    "credentials in the environment (AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and that they may use this bucket"
+                    f"credentials in the environment ({creds}) and that they may use this "
+                    "bucket"
                 ) from exc
-            if isinstance(exc, FileNotFoundError) and doing == "downloading":
+            if isinstance(exc, FileNotFoundError) and reading:
                 raise ArtifactNotFoundError(f"{url} is missing from the artifact storage") from exc
+            reach = " (AWS_ENDPOINT_URL, the network)" if s3 else ""
             raise ArtifactError(
                 f"{where}: failed while {doing} {url}: {type(exc).__name__}: {exc}; check "
-                "that the storage can be reached (AWS_ENDPOINT_URL, network)"
+                f"that the storage can be reached{reach}"
             ) from exc
 
     # -- operations ------------------------------------------------------------------------
@@ -263,7 +270,8 @@ class BlobStorage:
             with self._remote("uploading to", url):
                 self.fs.put_file(local_path, url, **options)
         except BaseException:
-            self._abort_uploads(url)
+            if options and size >= 2 * options["chunksize"]:  # went up in parts
+                self._abort_uploads(url)
             raise
         if move:
             os.unlink(local_path)
@@ -321,7 +329,7 @@ class BlobStorage:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with self._remote("downloading", url):
+            with self._remote("downloading", url, reading=True):
                 self.fs.get_file(url, str(tmp))
             os.replace(tmp, dest)
         finally:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stepline.backend.storage import BlobStorage, file_digest
-from stepline.core.errors import ArtifactNotFoundError, UnsafePathError
+from stepline.backend.storage import MAX_PARTS, PART_SIZE, BlobStorage, file_digest, part_size
+from stepline.core.errors import ArtifactNotFoundError, ConfigError, UnsafePathError
 
 
 @pytest.fixture
@@ -230,3 +232,77 @@ def test_remote_storage_round_trip_and_missing_file(tmp_path: Path) -> None:
     finally:
         storage.delete_prefix("task")
     assert not storage.fs.exists(url)
+
+
+# -- object stores ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[BlobStorage]:
+    """memory:// stands in for an object store (tests/backend/test_object_storage.py has S3)."""
+    storage = BlobStorage(f"memory://stepline-test-{uuid.uuid4().hex}/root", tmp_path / "cache")
+    yield storage
+    with contextlib.suppress(FileNotFoundError):
+        storage.fs.rm(storage.root_url.split("/root")[0], recursive=True)
+
+
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../../x", "a/..", "./x", "a/./b", "/abs/x", "a//b", "", "a/", "a\\..\\x"]
+)
+def test_object_keys_that_could_leave_the_root_are_refused(
+    remote: BlobStorage, tmp_path: Path, key: str
+) -> None:
+    src = src_file(tmp_path, b"data")
+    with pytest.raises(UnsafePathError) as exc:
+        remote.put(str(src), key)
+    assert repr(key) in str(exc.value)
+    with pytest.raises(UnsafePathError):
+        remote.url_for(key)
+    with pytest.raises(UnsafePathError):
+        remote.delete_prefix(key)
+    assert not remote.owns(f"{remote.root_url}/{key}")
+    assert remote.fs.find(remote.root_url.split("/root")[0]) == []
+
+
+def test_object_store_owns_only_plain_keys_under_its_root(remote: BlobStorage) -> None:
+    root = remote.root_url
+    assert remote.owns(f"{root}/task/artifacts/x.bin")
+    for url in (root, f"{root}/", f"{root}-sibling/x", f"{root}/../x", f"{root}/a/../../x"):
+        assert not remote.owns(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAEXAMPLE:wJalr/K7MDENG+bPxRfi@my-bucket/artifacts",
+        "s3://AKIAEXAMPLE:wJalrK7MDENGbPxRfi@my-bucket",
+        "s3://AKIAEXAMPLE@my-bucket/artifacts",
+        "S3A://AKIAEXAMPLE:wJalrK7MDENGbPxRfi@my-bucket/artifacts",
+        "gs://AKIAEXAMPLE:wJalrK7MDENGbPxRfi@my-bucket/artifacts",
+        "https://AKIAEXAMPLE:wJalrK7MDENGbPxRfi@my-bucket/artifacts",
+    ],
+)
+def test_storage_urls_carrying_credentials_are_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        BlobStorage(url, tmp_path / "cache")
+    msg = str(exc.value)
+    assert "my-bucket/..." in msg and "environment" in msg
+    assert "AKIAEXAMPLE" not in msg and "wJalr" not in msg
+    if url.lower().startswith("s3"):
+        assert "AWS_ACCESS_KEY_ID" in msg
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://my-bucket/user@example.com/artifacts", "sftp://deploy@host/artifacts"]
+)
+def test_storage_urls_with_an_at_sign_but_no_secret_are_fine(tmp_path: Path, url: str) -> None:
+    assert BlobStorage(url, tmp_path / "cache").root_url == url
+
+
+def test_part_size_keeps_uploads_within_the_part_limit() -> None:
+    assert part_size(0) == part_size(1) == PART_SIZE
+    assert part_size(PART_SIZE * MAX_PARTS) == PART_SIZE
+    for size in (PART_SIZE * MAX_PARTS + 1, 5 << 40):  # 5 TiB: S3's largest object
+        part = part_size(size)
+        assert part > PART_SIZE and part % (1 << 20) == 0
+        assert -(-size // part) <= MAX_PARTS
