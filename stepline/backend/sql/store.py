@@ -839,7 +839,16 @@ class SqlBackend:
             ):
                 conn.execute(delete(table).where(table.c.task_id == task_id))
             conn.execute(delete(t.tasks).where(t.tasks.c.id == task_id))
-        self.storage.delete_prefix(storage_key(task_id))
+        try:
+            self.storage.delete_prefix(storage_key(task_id))
+        except Exception as exc:  # the task is gone: say what was left, do not fail the call
+            stream = sys.__stderr__
+            if stream is not None:
+                stream.write(
+                    f"stepline: task {task_id} was deleted but its files under "
+                    f"{self.storage.url_for(storage_key(task_id))} were not ({exc}); "
+                    "delete them by hand\n"
+                )
 
     def set_tags(self, task_id: str, tags: Sequence[str]) -> None:
         with self._write() as conn:
@@ -1505,6 +1514,28 @@ class SqlBackend:
             time.sleep(min(self.poll_interval, left))
 
     def _claim(self, queues: Sequence[str], agent_id: str) -> TaskRecord | None:
+        """One claim. If the connection is cut while its commit is in flight, whether the
+        claim landed is read back afterwards (the task's ``started`` is the claim's own
+        time): a landed claim is returned, so no task is left claimed with nobody running
+        it, and one that did not land left the task queued."""
+        attempt: dict[str, Any] = {}
+        try:
+            return self._claim_once(queues, agent_id, attempt)
+        except StoreUnavailableError:
+            if "task" not in attempt:
+                raise
+        return _retrying(self, lambda: self._landed(attempt["task"], attempt["now"]))
+
+    def _landed(self, task_id: str, started: float) -> TaskRecord | None:
+        with self._read() as conn:
+            rec = self._load(conn, task_id)
+        if rec.status == TaskStatus.in_progress and rec.started == started:
+            return rec
+        return None
+
+    def _claim_once(
+        self, queues: Sequence[str], agent_id: str, attempt: dict[str, Any]
+    ) -> TaskRecord | None:
         names = list(dict.fromkeys(queues))
         if not names:
             return None
@@ -1561,7 +1592,9 @@ class SqlBackend:
                             .where(t.agents.c.id == agent_id)
                             .values(running=[*(row.running or []), task_id], last_seen=now)
                         )
-                    return self._load(conn, task_id)
+                    record = self._load(conn, task_id)
+                    attempt.update(task=task_id, now=now)  # the commit comes next
+                    return record
         return None
 
     # -- agents ----------------------------------------------------------------------------
