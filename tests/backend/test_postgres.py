@@ -248,3 +248,70 @@ def test_a_server_long_poll_is_woken_by_another_writer_without_looking(
     finally:
         served.stop()
         other.close()
+
+
+@pytest.fixture
+def cut_next_commit(store: SqlBackend, pg_cluster: Any) -> Iterator[list[bool]]:
+    """Arm it (``armed[0] = True``) and the server ends the store's connection as its next
+    commit is sent: the reply never comes, as when the server stops at that moment."""
+    import psycopg
+
+    admin = psycopg.connect(
+        f"host=127.0.0.1 port={pg_cluster.port} user=postgres dbname=postgres", autocommit=True
+    )
+    armed = [False]
+
+    @event.listens_for(store.engine, "commit")
+    def cut(conn: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    yield armed
+    admin.close()
+
+
+def test_a_status_change_whose_commit_is_cut_lands_once(
+    store: SqlBackend, cut_next_commit: list[bool]
+) -> None:
+    task = store.create_task(NewTask(project="p", name="t"))
+    store.set_status(task.id, TaskStatus.in_progress)
+    cut_next_commit[0] = True
+    done = store.set_status(task.id, TaskStatus.completed, message="ok")
+    assert not cut_next_commit[0], "the cut did not happen"
+    assert done.status == TaskStatus.completed
+    assert store.get_task(task.id).status == TaskStatus.completed
+
+
+def test_a_claim_whose_commit_is_cut_leaves_the_task_claimable(
+    store: SqlBackend, cut_next_commit: list[bool]
+) -> None:
+    store.register_agent(AgentRecord(id="a1", name="a1", queues=["default"]))
+    task = store.create_task(NewTask(project="p", name="t"))
+    store.enqueue(task.id, "default")
+    cut_next_commit[0] = True
+    first = store.claim(["default"], "a1")
+    assert not cut_next_commit[0], "the cut did not happen"
+    rec = store.get_task(task.id)
+    if first is None:  # the claim did not land: the task is still waiting for an agent
+        assert rec.status == TaskStatus.queued
+        assert store.queue_tasks("default") == [task.id]
+        first = store.claim(["default"], "a1")
+    assert first is not None and first.id == task.id
+    assert store.get_task(task.id).status == TaskStatus.in_progress
+    assert store.queue_tasks("default") == []
+    assert store.claim(["default"], "a1") is None
+
+
+def test_log_lines_whose_commit_is_cut_are_not_lost(
+    store: SqlBackend, cut_next_commit: list[bool]
+) -> None:
+    from stepline.core.records import LogLine
+
+    task = store.create_task(NewTask(project="p", name="t"))
+    cut_next_commit[0] = True
+    store.add_log([LogLine(task.id, "hello"), LogLine(task.id, "world")])
+    assert not cut_next_commit[0], "the cut did not happen"
+    texts = [line.text for line in store.get_log(task.id)]
+    assert texts[:2] == ["hello", "world"]

@@ -173,6 +173,25 @@ class _Transient(Exception):
         self.cause = cause
 
 
+class _CommitLost(Exception):
+    """The connection was cut while a commit was in flight: it may or may not have landed."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+#: calls that may simply run again after a lost commit: they set values (running them twice
+#: leaves the same state) or append rows (a batch written just before a restart may then be
+#: there twice, which beats losing a step's results). ``set_status``, ``enqueue`` and claims
+#: read back whether their commit landed instead.
+_RERUN_AFTER_LOST_COMMIT = {
+    "set_params", "delete_params", "set_configs", "set_runtime", "update_task", "set_tags",
+    "heartbeat", "register_agent", "remove_agent", "reap_agents", "create_queue",
+    "add_log", "add_scalars", "add_events", "commit_artifact", "put_artifact",
+}  # fmt: skip
+
+
 def _is_transient(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
@@ -189,8 +208,9 @@ def _is_transient(exc: DBAPIError) -> bool:
 _depth = threading.local()
 
 
-def _retrying(backend: SqlBackend, call: Callable[[], T]) -> T:
-    """``call()``, run again while the database is gone, for up to ``backend.timeout`` s."""
+def _retrying(backend: SqlBackend, call: Callable[[], T], *, rerun_lost: bool = False) -> T:
+    """``call()``, run again while the database is gone, for up to ``backend.timeout`` s;
+    with ``rerun_lost`` also after a lost commit."""
     delay = 0.05
     deadline = 0.0
     outer = getattr(_depth, "n", 0)
@@ -199,6 +219,15 @@ def _retrying(backend: SqlBackend, call: Callable[[], T]) -> T:
             _depth.n = outer + 1
             try:
                 return call()
+            except _CommitLost as exc:
+                if not rerun_lost:
+                    raise StoreUnavailableError(
+                        f"the connection to the task store {backend.safe_url} was lost while "
+                        f"a change was being committed ({exc.cause}); it may or may not have "
+                        "been written"
+                    ) from exc.cause
+                deadline = deadline or time.monotonic() + backend.timeout
+                time.sleep(delay)
             except _Transient as exc:
                 now = time.monotonic()
                 deadline = deadline or now + backend.timeout
@@ -223,7 +252,9 @@ def _retried(fn: Callable[..., T]) -> Callable[..., T]:
         depth: int = getattr(_depth, "n", 0)
         if self.is_sqlite or depth:
             return fn(self, *args, **kwargs)
-        return _retrying(self, lambda: fn(self, *args, **kwargs))
+        return _retrying(self, lambda: fn(self, *args, **kwargs), rerun_lost=rerun)
+
+    rerun = fn.__name__ in _RERUN_AFTER_LOST_COMMIT
 
     return call
 
@@ -469,8 +500,8 @@ class SqlBackend:
                     body_done = True
             except DBAPIError as exc:
                 # before the commit was sent the transaction is rolled back: safe to run again
-                if not body_done and _is_transient(exc):
-                    raise _Transient(exc) from exc
+                if _is_transient(exc):
+                    raise (_CommitLost(exc) if body_done else _Transient(exc)) from exc
                 if isinstance(exc, OperationalError) or _is_transient(exc):
                     raise self._translate(exc) from exc
                 raise
@@ -768,16 +799,38 @@ class SqlBackend:
             "reason": reason,
             "now": now,
         }
-        with self._write() as conn:
-            res = conn.execute(_Q.status_update(status, force), params)
-            if res.rowcount == 0:
-                old = conn.execute(_Q.status_of, {"tid": task_id}).scalar()
-                if old is None:
-                    raise TaskNotFoundError(task_id)
-                raise InvalidTransitionError(task_id, old, status.value)
-            if status != TaskStatus.queued and (force or TaskStatus.queued in ALLOWED_FROM[status]):
-                conn.execute(_Q.dequeue, {"tid": task_id})
-            return self._load(conn, task_id)
+        try:
+            with self._write() as conn:
+                res = conn.execute(_Q.status_update(status, force), params)
+                if res.rowcount == 0:
+                    old = conn.execute(_Q.status_of, {"tid": task_id}).scalar()
+                    if old is None:
+                        raise TaskNotFoundError(task_id)
+                    raise InvalidTransitionError(task_id, old, status.value)
+                if status != TaskStatus.queued and (
+                    force or TaskStatus.queued in ALLOWED_FROM[status]
+                ):
+                    conn.execute(_Q.dequeue, {"tid": task_id})
+                return self._load(conn, task_id)
+        except _CommitLost as exc:  # landed if the task shows this very change
+            landed = _retrying(self, lambda: self._read_back(task_id, status, now))
+            if landed is not None:
+                return landed
+            raise _Transient(exc.cause) from exc  # it did not: run the call again
+
+    def _read_back(self, task_id: str, status: TaskStatus, when: float) -> TaskRecord | None:
+        """The task if its status is ``status`` set at ``when`` (by a commit that was cut)."""
+        with self._read() as conn:
+            rec = self._load(conn, task_id)
+        if rec.status != status:
+            return None
+        if status in FINAL:  # the times a status change sets, which nothing else touches
+            stamp = rec.completed
+        elif status == TaskStatus.in_progress:
+            stamp = rec.started
+        else:
+            stamp = rec.last_update
+        return rec if stamp == when else None
 
     def clone_task(
         self,
@@ -1036,7 +1089,7 @@ class SqlBackend:
             created=time.time(),
         )
         try:  # retried here: the bytes, perhaps moved from local_path, are kept meanwhile
-            _retrying(self, lambda: self._commit_artifact(stored))
+            _retrying(self, lambda: self._commit_artifact(stored), rerun_lost=True)
         except BaseException:
             self.storage.delete(url)
             raise
@@ -1521,17 +1574,11 @@ class SqlBackend:
         attempt: dict[str, Any] = {}
         try:
             return self._claim_once(queues, agent_id, attempt)
-        except StoreUnavailableError:
+        except _CommitLost:
             if "task" not in attempt:
                 raise
-        return _retrying(self, lambda: self._landed(attempt["task"], attempt["now"]))
-
-    def _landed(self, task_id: str, started: float) -> TaskRecord | None:
-        with self._read() as conn:
-            rec = self._load(conn, task_id)
-        if rec.status == TaskStatus.in_progress and rec.started == started:
-            return rec
-        return None
+        status = TaskStatus.in_progress
+        return _retrying(self, lambda: self._read_back(attempt["task"], status, attempt["now"]))
 
     def _claim_once(
         self, queues: Sequence[str], agent_id: str, attempt: dict[str, Any]
