@@ -93,10 +93,9 @@ def notify_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the server look at the store for writes it was not told of only once a minute,
     so that within a test's bounds only its own wake-up (the notify of the route that wrote)
     can answer a stream or a long poll."""
-    from stepline.server import api, hub
+    from stepline.server import hub
 
-    monkeypatch.setattr(hub, "EXTERNAL_POLL", 60.0)
-    monkeypatch.setattr(api, "EXTERNAL_POLL", 60.0)
+    monkeypatch.setattr(hub, "EXTERNAL_POLL", 60.0)  # read by each new Hub
 
 
 class EventStream:
