@@ -21,11 +21,13 @@ On PostgreSQL, besides:
   LOCKED``: many agents claim at once, none waits for another and no task is claimed twice.
 * **Wake-ups.** ``claim(wait=)`` and ``watch`` sleep until PostgreSQL notifies a change
   (``backend.sql.notify``) instead of polling, so ``pushes_changes`` is true.
-* **Restarts.** Connections are pooled and checked before use. A call that finds the server
-  gone (refused, cut, shutting down) is run again, with backoff, for up to ``timeout`` seconds:
-  its transaction was rolled back, so running it again cannot write twice. Only a connection
-  cut while a commit was in flight is not retried (the commit may have landed); that call
-  raises ``StoreUnavailableError``.
+* **Restarts.** Connections are pooled; a call that finds the server gone (refused, cut,
+  shutting down) is run again, with backoff, for up to ``timeout`` seconds: its transaction
+  was rolled back, so running it again cannot write twice. When the connection is cut while a
+  commit is in flight, the commit may have landed: a status change or a claim reads back
+  whether it did, calls that set values or append rows run again
+  (``_RERUN_AFTER_LOST_COMMIT``; an appended batch may then be there twice), and the others
+  raise ``StoreUnavailableError``.
 """
 
 from __future__ import annotations
@@ -149,7 +151,9 @@ def make_engine(url: str, timeout: float) -> Engine:
             ) from exc
         return create_engine(
             url,
-            pool_pre_ping=True,  # a connection the server dropped is replaced at checkout
+            # no ping at checkout (a round trip per call): a connection the server dropped
+            # fails its first statement, which invalidates the pool and runs the call again
+            pool_pre_ping=False,
             pool_size=5,
             max_overflow=20,
             pool_timeout=timeout,
