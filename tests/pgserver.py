@@ -3,7 +3,7 @@
 
 ``PgCluster.find()`` returns None (with the reason in ``PgCluster.missing``) when no binary can
 be found; the fixtures then skip with that reason. As root the server runs as the ``postgres``
-user, since PostgreSQL refuses to run as root.
+user (or ``nobody`` where there is none), since PostgreSQL refuses to run as root.
 
 Every test gets a database of its own at the current schema: one copied from a template that
 already holds it (``CREATE DATABASE ... TEMPLATE``: no migrations to run), or one an earlier
@@ -45,14 +45,25 @@ def _bin_dir() -> Path | None:
     return Path(versions[0]).parent if versions else None
 
 
+def _server_user() -> str | None:
+    """Who runs the server when we are root: Debian's `postgres` user, else `nobody`."""
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    return None
+
+
 class PgCluster:
     missing = ""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin = bin_dir
         self.user: str | None = None
-        if os.geteuid() == 0:
-            self.user = "postgres"
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            self.user = _server_user()
         self.dir = Path(tempfile.mkdtemp(prefix="stepline-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
@@ -75,12 +86,9 @@ class PgCluster:
                 "(scripts/setup does, as root) or set STEPLINE_TEST_PG_BIN"
             )
             return None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("postgres")
-            except KeyError:
-                cls.missing = "running as root and there is no `postgres` user to run the server"
-                return None
+        if os.geteuid() == 0 and _server_user() is None:
+            cls.missing = "running as root and there is no `postgres` or `nobody` user to run it"
+            return None
         return cls(bin_dir)
 
     # -- running the binaries ----------------------------------------------------------------
