@@ -66,6 +66,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from stepline.backend.protocol import KEEP
@@ -344,6 +345,24 @@ class _Statements:
         self.insert_task = insert(t.tasks)
         self.dequeue = delete(t.queue_entries).where(t.queue_entries.c.task_id == tid)
         self._status: dict[tuple[TaskStatus, bool], Any] = {}
+        e = t.queue_entries.c
+        first = (
+            select(e.task_id)
+            .join(t.queues, t.queues.c.id == e.queue_id)
+            .where(t.queues.c.name == bindparam("qname"))
+            .order_by(e.priority.desc(), e.enqueued, e.task_id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=t.queue_entries)
+            .scalar_subquery()
+        )
+        #: (PostgreSQL) take the first entry of queue ``qname`` that nobody else holds
+        self.take_first = delete(t.queue_entries).where(e.task_id == first).returning(e.task_id)
+        #: (PostgreSQL) append a task to an agent's running list, in place
+        self.add_running = sql_text(
+            "UPDATE agents SET last_seen = :now, running = CAST("
+            "COALESCE(CAST(running AS jsonb), CAST('[]' AS jsonb)) || to_jsonb(CAST(:tid AS text))"
+            " AS json) WHERE id = :aid"
+        )
 
     def status_update(self, status: TaskStatus, force: bool) -> Any:
         """UPDATE for moving a task to ``status``, guarded by the allowed previous statuses."""
@@ -1590,6 +1609,8 @@ class SqlBackend:
         names = list(dict.fromkeys(queues))
         if not names:
             return None
+        if not self.is_sqlite:
+            return self._claim_locking(names, agent_id, attempt)
         with self._read() as conn:  # the idle case: no write transaction, no lock
             rows = conn.execute(
                 select(t.queues.c.id, t.queues.c.name).where(t.queues.c.name.in_(names))
@@ -1643,6 +1664,43 @@ class SqlBackend:
                             .where(t.agents.c.id == agent_id)
                             .values(running=[*(row.running or []), task_id], last_seen=now)
                         )
+                    record = self._load(conn, task_id)
+                    attempt.update(task=task_id, now=now)  # the commit comes next
+                    return record
+        return None
+
+    def _claim_locking(
+        self, names: list[str], agent_id: str, attempt: dict[str, Any]
+    ) -> TaskRecord | None:
+        """The claim on PostgreSQL, in few round trips: the first entry of a queue that no
+        other claimer holds is locked and deleted in one statement (``SKIP LOCKED``), and the
+        agent's running list is appended to in place."""
+        now = time.time()
+        with self._write() as conn:
+            for name in names:
+                while True:
+                    task_id = conn.execute(_Q.take_first, {"qname": name}).scalar()
+                    if task_id is None:
+                        break
+                    res = conn.execute(
+                        _Q.status_update(TaskStatus.in_progress, False).where(
+                            t.tasks.c.status == literal(TaskStatus.queued.value)
+                        ),
+                        {"tid": task_id, "status": "in_progress", "message": "",
+                         "reason": "", "now": now},
+                    )  # fmt: skip
+                    if res.rowcount == 0:  # an entry whose task is no longer queued
+                        continue
+                    _upsert(
+                        conn,
+                        t.task_runtime,
+                        [
+                            {"task_id": task_id, "key": "_agent", "value": agent_id},
+                            {"task_id": task_id, "key": "_queue", "value": name},
+                        ],
+                        ["task_id", "key"],
+                    )
+                    conn.execute(_Q.add_running, {"aid": agent_id, "tid": task_id, "now": now})
                     record = self._load(conn, task_id)
                     attempt.update(task=task_id, now=now)  # the commit comes next
                     return record
