@@ -315,3 +315,24 @@ def test_log_lines_whose_commit_is_cut_are_not_lost(
     assert not cut_next_commit[0], "the cut did not happen"
     texts = [line.text for line in store.get_log(task.id)]
     assert texts[:2] == ["hello", "world"]
+
+
+def test_a_task_created_as_its_commit_is_cut_exists_once(
+    store: SqlBackend, cut_next_commit: list[bool]
+) -> None:
+    cut_next_commit[0] = True
+    made = store.create_task(NewTask(project="p", name="only-once"))
+    assert not cut_next_commit[0], "the cut did not happen"
+    assert [r.id for r in store.find_tasks(_all())] == [made.id]
+    assert store.get_task(made.id).name == "only-once"
+
+
+def test_a_task_enqueued_as_its_commit_is_cut_is_queued_once(
+    store: SqlBackend, cut_next_commit: list[bool]
+) -> None:
+    task = store.create_task(NewTask(project="p", name="t"))
+    cut_next_commit[0] = True
+    queued = store.enqueue(task.id, "default")
+    assert not cut_next_commit[0], "the cut did not happen"
+    assert queued.status == TaskStatus.queued
+    assert store.queue_tasks("default") == [task.id]

@@ -24,10 +24,10 @@ On PostgreSQL, besides:
 * **Restarts.** Connections are pooled; a call that finds the server gone (refused, cut,
   shutting down) is run again, with backoff, for up to ``timeout`` seconds: its transaction
   was rolled back, so running it again cannot write twice. When the connection is cut while a
-  commit is in flight, the commit may have landed: a status change or a claim reads back
-  whether it did, calls that set values or append rows run again
+  commit is in flight, the commit may have landed: a status change, a claim, a new task and
+  an enqueue read back whether it did, calls that set values or append rows run again
   (``_RERUN_AFTER_LOST_COMMIT``; an appended batch may then be there twice), and the others
-  raise ``StoreUnavailableError``.
+  (clone, dequeue, deletes, models) raise ``StoreUnavailableError``.
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ class _CommitLost(Exception):
 
 #: calls that may simply run again after a lost commit: they set values (running them twice
 #: leaves the same state) or append rows (a batch written just before a restart may then be
-#: there twice, which beats losing a step's results). ``set_status``, ``enqueue`` and claims
-#: read back whether their commit landed instead.
+#: there twice, which beats losing a step's results). ``set_status``, ``create_task``,
+#: ``enqueue`` and claims read back whether their commit landed instead.
 _RERUN_AFTER_LOST_COMMIT = {
     "set_params", "delete_params", "set_configs", "set_runtime", "update_task", "set_tags",
     "heartbeat", "register_agent", "remove_agent", "reap_agents", "create_queue",
@@ -664,6 +664,9 @@ class SqlBackend:
                 self._insert_children(conn, task_id, new.params, new.configs, new.runtime, tags)
         except IntegrityError as exc:
             raise ConflictError(f"task {task_id} could not be created: {exc.orig}") from exc
+        except _CommitLost as exc:  # landed if the task is there, made at this very time
+            if _retrying(self, lambda: self._created_at(task_id)) != now:
+                raise _Transient(exc.cause) from exc  # it is not: run the call again
         return TaskRecord(
             id=task_id,
             name=new.name,
@@ -680,6 +683,10 @@ class SqlBackend:
             user=new.user,
             started=row["started"],
         )
+
+    def _created_at(self, task_id: str) -> float | None:
+        with self._read() as conn:
+            return conn.execute(select(t.tasks.c.created).where(t.tasks.c.id == task_id)).scalar()
 
     def _insert_children(
         self,
@@ -1498,6 +1505,23 @@ class SqlBackend:
 
     def enqueue(self, task_id: str, queue: str, *, priority: int = 0) -> TaskRecord:
         now = time.time()
+        try:
+            return self._enqueue(task_id, queue, priority, now)
+        except _CommitLost as exc:  # landed if the task shows it, or was claimed since
+            landed = _retrying(self, lambda: self._enqueued_back(task_id, now))
+            if landed is not None:
+                return landed
+            raise _Transient(exc.cause) from exc  # it did not: run the call again
+
+    def _enqueued_back(self, task_id: str, when: float) -> TaskRecord | None:
+        rec = self._read_back(task_id, TaskStatus.queued, when)
+        if rec is None:
+            rec = self.get_task(task_id)
+            if rec.started is None or rec.started < when:
+                return None
+        return rec
+
+    def _enqueue(self, task_id: str, queue: str, priority: int, now: float) -> TaskRecord:
         with self._write() as conn:
             qid = self._queue_id(conn, queue)
             res = conn.execute(
