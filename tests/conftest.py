@@ -53,13 +53,6 @@ def use_team_store(request: pytest.FixtureRequest, *, s3: bool = True) -> None:
     reset_backend()
 
 
-@pytest.fixture
-def pg_home(request: pytest.FixtureRequest, home: Path) -> Path:
-    """``home`` with its tasks on PostgreSQL and its artifacts on the S3-compatible server."""
-    use_team_store(request)
-    return home
-
-
 #: what children keep of the test's environment: where the store is
 _KEPT = ("STEPLINE_DB", "STEPLINE_STORAGE")
 

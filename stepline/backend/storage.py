@@ -68,6 +68,18 @@ def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def copy_atomically(src: str | os.PathLike[str], dest: Path) -> None:
+    """Copy ``src`` to ``dest`` under a temporary name beside it, then rename: readers see the
+    old file or the whole new one, never a part."""
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def is_local_url(url: str) -> bool:
     scheme = urlparse(url).scheme
     return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
@@ -286,13 +298,7 @@ class BlobStorage:
                 return target.as_uri()
             except OSError:
                 pass  # another filesystem: copy instead
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        copy_atomically(local_path, target)
         if move:
             os.unlink(local_path)
         return target.as_uri()

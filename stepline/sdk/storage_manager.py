@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from stepline.backend.storage import copy_atomically
 from stepline.core.config import load_config
 from stepline.core.errors import ConfigError, NotFoundError, StepLineError
 from stepline.sdk.serializers import extract_archive
@@ -134,13 +135,7 @@ class StorageManager:
         if parsed.scheme in ("", "file"):
             dest = Path(parsed.path if parsed.scheme == "file" else remote_url)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-            try:
-                shutil.copyfile(local_file, tmp)
-                os.replace(tmp, dest)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            copy_atomically(local_file, dest)
             return remote_url
         fs, path = _fs_for(remote_url)
         attempts = 1 + (retries or 0)

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 TASK = "stepline_task"
 QUEUE = "stepline_queue"
@@ -34,7 +33,6 @@ class ChangeListener:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._conn: Any = None
         self._subscribers: list[Callable[[str], None]] = []
 
     def subscribe(self, fn: Callable[[str], None]) -> None:
@@ -90,7 +88,6 @@ class ChangeListener:
         while not self._closed:
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
-                    self._conn = conn
                     for ch in CHANNELS:
                         conn.execute(f"LISTEN {ch}")
                     self._live = True
@@ -101,8 +98,6 @@ class ChangeListener:
                             self._bump(note.channel)
             except Exception:  # lost or refused: listen again after a pause
                 pass
-            finally:
-                self._conn = None
             self._live = False
             self._bump(*CHANNELS)
             if self._closed:

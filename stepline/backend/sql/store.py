@@ -178,12 +178,8 @@ class _Transient(Exception):
         self.cause = cause
 
 
-class _CommitLost(Exception):
+class _CommitLost(_Transient):
     """The connection was cut while a commit was in flight: it may or may not have landed."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 #: calls that may simply run again after a lost commit: they set values (running them twice
@@ -193,7 +189,7 @@ class _CommitLost(Exception):
 _RERUN_AFTER_LOST_COMMIT = {
     "set_params", "delete_params", "set_configs", "set_runtime", "update_task", "set_tags",
     "heartbeat", "register_agent", "remove_agent", "reap_agents", "create_queue",
-    "add_log", "add_scalars", "add_events", "commit_artifact", "put_artifact",
+    "add_log", "add_scalars", "add_events", "commit_artifact",
 }  # fmt: skip
 
 
@@ -224,16 +220,13 @@ def _retrying(backend: SqlBackend, call: Callable[[], T], *, rerun_lost: bool = 
             _depth.n = outer + 1
             try:
                 return call()
-            except _CommitLost as exc:
-                if not rerun_lost:
+            except _Transient as exc:
+                if isinstance(exc, _CommitLost) and not rerun_lost:
                     raise StoreUnavailableError(
                         f"the connection to the task store {backend.safe_url} was lost while "
                         f"a change was being committed ({exc.cause}); it may or may not have "
                         "been written"
                     ) from exc.cause
-                deadline = deadline or time.monotonic() + backend.timeout
-                time.sleep(delay)
-            except _Transient as exc:
                 now = time.monotonic()
                 deadline = deadline or now + backend.timeout
                 if now + delay > deadline:
@@ -507,8 +500,8 @@ class SqlBackend:
             )
         if not self.is_sqlite and _is_transient(exc):
             return StoreUnavailableError(
-                f"the connection to the task store {self.safe_url} was lost while a change "
-                f"was being committed ({text.strip()}); it may or may not have been written"
+                f"the task store {self.safe_url} could not be reached ({text.strip()}); check "
+                "that the database is up"
             )
         return StoreError(f"the task store {self.safe_url} failed: {text}")
 
@@ -525,7 +518,7 @@ class SqlBackend:
                 # before the commit was sent the transaction is rolled back: safe to run again
                 if _is_transient(exc):
                     raise (_CommitLost(exc) if body_done else _Transient(exc)) from exc
-                if isinstance(exc, OperationalError) or _is_transient(exc):
+                if isinstance(exc, OperationalError):
                     raise self._translate(exc) from exc
                 raise
             return
@@ -1633,34 +1626,24 @@ class SqlBackend:
         names = list(dict.fromkeys(queues))
         if not names:
             return None
-        if not self.is_sqlite:
-            return self._claim_locking(names, agent_id, attempt)
-        with self._read() as conn:  # the idle case: no write transaction, no lock
-            rows = conn.execute(
-                select(t.queues.c.id, t.queues.c.name).where(t.queues.c.name.in_(names))
-            ).all()
-            by_name = {r.name: r.id for r in rows}
-            waiting = conn.execute(
-                select(t.queue_entries.c.queue_id)
-                .where(t.queue_entries.c.queue_id.in_(list(by_name.values())))
-                .limit(1)
-            ).first()
-        if waiting is None:
-            return None
+        queue_ids: dict[str, str] = {}
+        if self.is_sqlite:  # the idle case: no write transaction, no lock
+            with self._read() as conn:
+                rows = conn.execute(
+                    select(t.queues.c.id, t.queues.c.name).where(t.queues.c.name.in_(names))
+                ).all()
+                queue_ids = {r.name: r.id for r in rows}
+                waiting = conn.execute(
+                    select(t.queue_entries.c.queue_id)
+                    .where(t.queue_entries.c.queue_id.in_(list(queue_ids.values())))
+                    .limit(1)
+                ).first()
+            if waiting is None:
+                return None
         now = time.time()
         with self._write() as conn:
             for name in names:
-                qid = by_name.get(name)
-                if qid is None:
-                    continue
-                while True:
-                    stmt = self._entries(qid).limit(1)
-                    if not self.is_sqlite:
-                        stmt = stmt.with_for_update(skip_locked=True)
-                    task_id = conn.execute(stmt).scalar()
-                    if task_id is None:
-                        break
-                    conn.execute(_Q.dequeue, {"tid": task_id})
+                while (task_id := self._take_entry(conn, name, queue_ids)) is not None:
                     res = conn.execute(
                         _Q.status_update(TaskStatus.in_progress, False).where(
                             t.tasks.c.status == literal(TaskStatus.queued.value)
@@ -1679,56 +1662,38 @@ class SqlBackend:
                         ],
                         ["task_id", "key"],
                     )
-                    row = conn.execute(
-                        select(t.agents.c.running).where(t.agents.c.id == agent_id)
-                    ).first()
-                    if row is not None:
-                        conn.execute(
-                            update(t.agents)
-                            .where(t.agents.c.id == agent_id)
-                            .values(running=[*(row.running or []), task_id], last_seen=now)
-                        )
+                    self._add_running(conn, agent_id, task_id, now)
                     record = self._load(conn, task_id)
                     attempt.update(task=task_id, now=now)  # the commit comes next
                     return record
         return None
 
-    def _claim_locking(
-        self, names: list[str], agent_id: str, attempt: dict[str, Any]
-    ) -> TaskRecord | None:
-        """The claim on PostgreSQL, in few round trips: the first entry of a queue that no
-        other claimer holds is locked and deleted in one statement (``SKIP LOCKED``), and the
-        agent's running list is appended to in place."""
-        now = time.time()
-        with self._write() as conn:
-            for name in names:
-                while True:
-                    task_id = conn.execute(_Q.take_first, {"qname": name}).scalar()
-                    if task_id is None:
-                        break
-                    res = conn.execute(
-                        _Q.status_update(TaskStatus.in_progress, False).where(
-                            t.tasks.c.status == literal(TaskStatus.queued.value)
-                        ),
-                        {"tid": task_id, "status": "in_progress", "message": "",
-                         "reason": "", "now": now},
-                    )  # fmt: skip
-                    if res.rowcount == 0:  # an entry whose task is no longer queued
-                        continue
-                    _upsert(
-                        conn,
-                        t.task_runtime,
-                        [
-                            {"task_id": task_id, "key": "_agent", "value": agent_id},
-                            {"task_id": task_id, "key": "_queue", "value": name},
-                        ],
-                        ["task_id", "key"],
-                    )
-                    conn.execute(_Q.add_running, {"aid": agent_id, "tid": task_id, "now": now})
-                    record = self._load(conn, task_id)
-                    attempt.update(task=task_id, now=now)  # the commit comes next
-                    return record
-        return None
+    def _take_entry(self, conn: Connection, name: str, queue_ids: dict[str, str]) -> str | None:
+        """Take the first entry of queue ``name`` off it; its task id, or None when empty.
+        On PostgreSQL one statement locks and deletes the first entry no other claimer holds
+        (``SKIP LOCKED``); SQLite's write transaction already excludes other claimers."""
+        if not self.is_sqlite:
+            return conn.execute(_Q.take_first, {"qname": name}).scalar()
+        qid = queue_ids.get(name)
+        if qid is None:
+            return None
+        task_id = conn.execute(self._entries(qid).limit(1)).scalar()
+        if task_id is not None:
+            conn.execute(_Q.dequeue, {"tid": task_id})
+        return task_id
+
+    def _add_running(self, conn: Connection, agent_id: str, task_id: str, now: float) -> None:
+        """Append the task to the agent's running list (in place on PostgreSQL)."""
+        if not self.is_sqlite:
+            conn.execute(_Q.add_running, {"aid": agent_id, "tid": task_id, "now": now})
+            return
+        row = conn.execute(select(t.agents.c.running).where(t.agents.c.id == agent_id)).first()
+        if row is not None:
+            conn.execute(
+                update(t.agents)
+                .where(t.agents.c.id == agent_id)
+                .values(running=[*(row.running or []), task_id], last_seen=now)
+            )
 
     # -- agents ----------------------------------------------------------------------------
     @staticmethod
