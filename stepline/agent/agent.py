@@ -38,9 +38,10 @@ from stepline.backend import Backend, get_backend
 from stepline.core.config import load_config
 from stepline.core.errors import NotFoundError, StepLineError
 from stepline.core.records import AgentRecord, LogLine, ScalarPoint, TaskFilter, TaskRecord
-from stepline.core.status import TaskStatus
+from stepline.core.status import TaskStatus, TaskTypes
 from stepline.pipeline.executors import ForkServer, _exit_detail, _kill_tree
 from stepline.pipeline.forkserver import ENV_EOF
+from stepline.pipeline.recovery import heartbeat_interval, mark_interrupted, reap_runs
 from stepline.pipeline.runner import ENV_AGENT
 from stepline.sdk.logger import ENV_CONSOLE_FDS
 
@@ -89,6 +90,7 @@ class Agent:
         self.isolated_env = isolated_env
         self.poll = poll
         self.heartbeat_every = heartbeat
+        self._next_run_reap = 0.0
         self.timeout = timeout
         self.report_every = report_every
         self.create_queues = create_queues
@@ -221,6 +223,12 @@ class Agent:
         with contextlib.suppress(StepLineError):
             for task_id, verdict in self.backend.reap_agents():
                 self._say(f"a dead agent's task {task_id} was {verdict}")
+        now = time.monotonic()
+        if now >= self._next_run_reap:  # runs whose controller died (anywhere)
+            self._next_run_reap = now + heartbeat_interval()
+            with contextlib.suppress(StepLineError):
+                for run_id, why in reap_runs(self.backend):
+                    self._say(f"pipeline run {run_id} was interrupted: {why}")
 
     def _check_stopped(self) -> None:
         with self._lock:
@@ -313,7 +321,10 @@ class Agent:
             if rec.status == TaskStatus.in_progress:  # the process died without an end
                 why = detail or "the task's process ended without recording a result"
                 self._log(task_id, [f"stepline agent: {why}"])
-                self.backend.set_status(task_id, TaskStatus.failed, message="died", reason=why)
+                if rec.type == str(TaskTypes.controller):  # a pipeline: resumable
+                    mark_interrupted(self.backend, task_id, f"on agent {self.name}, {why}")
+                else:
+                    self.backend.set_status(task_id, TaskStatus.failed, message="died", reason=why)
         except StepLineError:
             pass
         took = time.monotonic() - job.started if job else 0.0

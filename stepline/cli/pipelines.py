@@ -1,4 +1,4 @@
-"""``stepline pipelines list``, ``show``, ``run`` and ``abort``.
+"""``stepline pipelines list``, ``show``, ``run``, ``resume`` and ``abort``.
 
 A pipeline run is a task of type ``controller``. Its configuration object ``Pipeline`` holds
 the DAG (each step's parents), and its runtime properties hold the run's version, progress and,
@@ -122,6 +122,7 @@ def list_runs(
 ) -> None:
     """List pipeline runs (tasks of type controller), newest first."""
     backend = _backend()
+    _reap(backend)
     records = backend.find_tasks(
         TaskFilter(
             project=project,
@@ -170,6 +171,7 @@ def show_run(
 ) -> None:
     """Show a pipeline run: its version, status and arguments, then each step in DAG order."""
     backend = _backend()
+    _reap(backend)
     view = RunView.load(backend, resolve_task(backend, run_ref))
     if as_json:
         _print_json(view.to_json())
@@ -210,6 +212,10 @@ def _render_run(console: Console, view: RunView) -> None:
     field("started", started)
     args = ", ".join(f"{k}={v}" for k, v in sorted(view.args.items()))
     field("args", args or "-")
+    if view.resume_of:
+        field("resumes", view.resume_of)
+    if view.resumed_by:
+        field("resumed", ", ".join(view.resumed_by))
 
     heading(f"Steps ({len(view.steps)})")
     if view.steps:
@@ -303,13 +309,13 @@ def _find_pipeline(backend: Backend, ref: str, project: str | None, version: str
     return pipe.id
 
 
-def _param_values(items: list[str]) -> dict[str, str]:
+def _param_values(items: list[str], option: str = "--param") -> dict[str, str]:
     """``--param NAME=VALUE`` options as {name: value} (checked by ``actions.check_args``)."""
     values: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ValidationError(f"--param {item!r}: write NAME=VALUE, e.g. --param epochs=5")
+            raise ValidationError(f"{option} {item!r}: write NAME=VALUE, e.g. {option} epochs=5")
         values[key.strip()] = value
     return values
 
@@ -337,10 +343,6 @@ def run_pipeline(
 ) -> None:
     """Run a stored pipeline again, with new argument values: its last run is cloned (DAG,
     arguments and code) and run here, or queued for an agent with --queue."""
-    import subprocess
-    import sys
-
-    from stepline.core.status import FINAL, TaskStatus
     from stepline.pipeline.actions import new_run
 
     backend = _backend()
@@ -348,13 +350,84 @@ def run_pipeline(
     values = _param_values(list(param or []))
     rec = new_run(backend, source, values, queue=queue)  # checks everything first
     shown = " ".join(f"{k}={v}" for k, v in values.items()) or "the same arguments"
+    _follow(backend, rec, queue, wait, f"pipeline {rec.name}: run {rec.id} with {shown}")
+
+
+def _reap(backend: Backend) -> None:
+    """Runs whose controller died are marked interrupted before they are shown."""
+    from stepline.core.errors import StepLineError
+    from stepline.pipeline.recovery import reap_runs
+
+    try:
+        reap_runs(backend)
+    except StepLineError:
+        pass  # showing what is stored matters more
+
+
+@app.command("resume")
+def resume_run(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID",
+            help=f"A pipeline run's task id, or a unique prefix of one ({MIN_PREFIX}+ characters).",
+        ),
+    ],
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Re-execute this step and everything downstream of it, even if done."
+        ),
+    ] = None,
+    values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="NAME=VALUE: a new value for an argument of the --from step."
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", "-q", help="Send the attempt to an agent of this queue."),
+    ] = None,
+    here: Annotated[
+        bool, typer.Option("--here", help="Run it here even if the run was on an agent.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="With a queue: wait for the run's end.")
+    ] = False,
+) -> None:
+    """Resume a failed, aborted or interrupted run: a new run linked to it reuses every step
+    it completed (whatever their cache setting) and runs the rest with the same arguments.
+    It runs where the run ran: here, or on the agents' queue it was taken from."""
+    from stepline.pipeline.recovery import ResumePlan, resume_run, source_queue
+
+    backend = _backend()
+    rec = resolve_task(backend, run_ref)
+    if queue is None and not here:
+        queue = source_queue(backend, rec.id)
+    changes = _param_values(list(values or []), option="--set")
+    attempt = resume_run(backend, rec.id, from_step=from_step, values=changes, queue=queue)
+    plan = ResumePlan.of(backend.get_runtime(attempt.id))
+    what = f"{len(plan.reuse)} step(s) reused"
+    if plan.rerun:
+        what += f", {len(plan.rerun)} re-executed from {from_step}"
+    _follow(backend, attempt, queue, wait, f"resuming run {rec.id} as run {attempt.id} ({what})")
+
+
+def _follow(backend: Backend, rec: TaskRecord, queue: str | None, wait: bool, said: str) -> None:
+    """Run a new draft run here (through the runner) or tell where it was queued, and wait."""
+    import subprocess
+    import sys
+
+    from stepline.core.status import FINAL, TaskStatus
+
     if queue is None:
-        typer.echo(f"running pipeline {rec.name} as task {rec.id} here, with {shown}")
+        typer.echo(f"{said}, here")
         code = subprocess.call([sys.executable, "-m", "stepline.runner", rec.id])
         status = backend.get_task(rec.id).status
         typer.echo(f"run {rec.id}: {status.value}; details: stepline pipelines show {rec.id}")
         raise typer.Exit(0 if status == TaskStatus.completed else (code or 1))
-    typer.echo(f"pipeline run {rec.id} queued on {queue} with {shown}")
+    typer.echo(f"{said}, queued on {queue}")
     if not wait:
         typer.echo(f"follow it with: stepline pipelines show {rec.id}")
         return

@@ -43,6 +43,7 @@ from stepline.pipeline.executors import (
     ProcessExecutor,
     QueueExecutor,
 )
+from stepline.pipeline.recovery import RT_CONTROLLER, controller_identity, heartbeat_values
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
 from stepline.pipeline.scheduler import Outcome, Outside, Scheduler
@@ -611,6 +612,7 @@ class PipelineController:
             start_in_progress=isinstance(executor, InProcessExecutor),
             step_task_created_callback=created_cb,
             step_task_completed_callback=completed_cb,
+            adopt_running=isinstance(executor, QueueExecutor),
         )
         self._started = time.time()
         PipelineController._current = self
@@ -742,6 +744,9 @@ class PipelineController:
             **self._extra_runtime,
         }
         runtime.update({RT_NODE + n: json.dumps(node_state(v)) for n, v in self._nodes.items()})
+        if not draft:  # this process runs it from now on (see recovery)
+            runtime[RT_CONTROLLER] = controller_identity()
+            runtime.update(heartbeat_values())
         # git takes a few subprocesses: recorded by a thread while the run starts
         script = script_info(with_packages=False, with_git=False)
         script["kind"] = self._script_kind
@@ -939,6 +944,46 @@ class PipelineController:
             record.id, queue_name=queue_name or (None if queue_id else "services"),
             queue_id=queue_id, force=force,
         )  # fmt: skip
+
+    @classmethod
+    def resume(
+        cls,
+        pipeline_controller: PipelineController | Task | str,
+        from_step: str | None = None,
+        step_args: Mapping[str, Any] | None = None,
+        queue_name: str | None = None,
+        wait: bool = True,
+    ) -> Task:
+        """Run a failed, aborted or interrupted run again as a new attempt, a run linked to it
+        that reuses every step it completed (whatever their cache setting) and runs the others
+        with the same arguments. ``from_step`` re-executes that step and everything downstream
+        of it, with ``step_args`` as new values of that step's arguments. The attempt is
+        queued on ``queue_name`` for an agent, else run here in a process of its own
+        (``wait=False`` returns once it started). Returns the attempt's task."""
+        import subprocess
+        import sys
+
+        from stepline.pipeline.recovery import resume_run
+
+        backend = get_backend()
+        source = _controller_record(pipeline_controller)
+        values = {
+            k: v if isinstance(v, str) else pv.encode(v)[0] for k, v in (step_args or {}).items()
+        }
+        record = resume_run(
+            backend, source.id, from_step=from_step, values=values, queue=queue_name
+        )
+        task = Task(record, backend)
+        if queue_name is None:
+            proc = subprocess.Popen([sys.executable, "-m", "stepline.runner", record.id])
+            if wait:
+                proc.wait()
+                task.reload()
+        elif wait:
+            task.wait_for_status(
+                status=[str(s) for s in TASK_FINAL], raise_on_status=(), check_interval_sec=0.2
+            )
+        return task
 
     # -- from inside a step ----------------------------------------------------------------------
     @classmethod

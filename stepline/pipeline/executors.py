@@ -50,8 +50,17 @@ class Executor:
         self.max_workers = max(1, int(max_workers or os.cpu_count() or 1))
 
     def submit(
-        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+        self,
+        task_id: str,
+        done: Done,
+        *,
+        is_function: bool = True,
+        queue: str | None = None,
+        adopt: bool = False,
     ) -> None:
+        """Run the task; ``done`` is called when its run is over. ``adopt``: the task was
+        started by someone else and is queued or running already; follow it to its end (only
+        an executor that ``queues`` can)."""
         raise NotImplementedError
 
     def kill(self, task_id: str) -> None:
@@ -241,7 +250,13 @@ class ProcessExecutor(Executor):
         self._server = ForkServer.shared() if use_fork_server else None
 
     def submit(
-        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+        self,
+        task_id: str,
+        done: Done,
+        *,
+        is_function: bool = True,
+        queue: str | None = None,
+        adopt: bool = False,
     ) -> None:
         def finished(tid: str, status: TaskStatus | None, detail: str) -> None:
             with self._lock:
@@ -326,7 +341,13 @@ class InProcessExecutor(Executor):
         self._consoles = True
 
     def submit(
-        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+        self,
+        task_id: str,
+        done: Done,
+        *,
+        is_function: bool = True,
+        queue: str | None = None,
+        adopt: bool = False,
     ) -> None:
         if not is_function:
             with self._lock:
@@ -396,14 +417,24 @@ class QueueExecutor(Executor):
         self._thread: threading.Thread | None = None
 
     def submit(
-        self, task_id: str, done: Done, *, is_function: bool = True, queue: str | None = None
+        self,
+        task_id: str,
+        done: Done,
+        *,
+        is_function: bool = True,
+        queue: str | None = None,
+        adopt: bool = False,
     ) -> None:
         name = queue or self._default
-        self._backend.enqueue(task_id, name)
+        seen = TaskStatus.queued
+        if adopt:  # one look: the watcher reports it started at once if it runs already
+            seen = TaskStatus.unknown
+        else:
+            self._backend.enqueue(task_id, name)
         with self._lock:
             self._waiting[task_id] = (done, name, time.monotonic())
             self._started.discard(task_id)
-            self._seen[task_id] = TaskStatus.queued
+            self._seen[task_id] = seen
             self._submitted.set()
             if self._thread is None:
                 self._thread = threading.Thread(

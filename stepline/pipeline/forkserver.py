@@ -99,6 +99,7 @@ def serve(cmd_fd: int, event_fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
     events = os.fdopen(event_fd, "w", buffering=1)
     children: set[int] = set()
+    tasks: dict[int, str] = {}  #: child pid -> the task it runs
     buf = b""
     open_ = True
     while open_ or children:
@@ -110,7 +111,7 @@ def serve(cmd_fd: int, event_fd: int) -> int:
         if wake_r in ready:
             with contextlib.suppress(OSError):
                 os.read(wake_r, 4096)
-        _reap(children, events)
+        _reap(children, events, tasks)
         if cmd_fd in ready:
             chunk = os.read(cmd_fd, 65536)
             if not chunk:
@@ -118,10 +119,12 @@ def serve(cmd_fd: int, event_fd: int) -> int:
                 # an agent's server kills outright: the steps of a dead agent are not
                 # "stopped" by anyone, they are lost (and re-queued or failed by whoever
                 # notices the agent's missing heartbeats)
-                sig = signal.SIGKILL if os.environ.get(ENV_EOF) == "kill" else signal.SIGTERM
+                lost = os.environ.get(ENV_EOF) == "kill"
+                if not lost:  # the controller ended, its run is interrupted: say so first
+                    _stop_tasks(backend, [tasks[p] for p in children if p in tasks])
                 for pid in children:
                     with contextlib.suppress(OSError):
-                        os.killpg(pid, sig)
+                        os.killpg(pid, signal.SIGKILL if lost else signal.SIGTERM)
                 continue
             buf += chunk
             while b"\n" in buf:
@@ -136,9 +139,25 @@ def serve(cmd_fd: int, event_fd: int) -> int:
                     with contextlib.suppress(OSError):
                         os.setpgid(pid, pid)
                     children.add(pid)
+                    tasks[pid] = parts[1]
                     _write(events, f"started {parts[1]} {pid}")
-        _reap(children, events)
+        _reap(children, events, tasks)
     return 0
+
+
+def _stop_tasks(backend: Any, task_ids: list[str]) -> None:
+    """Record the steps still running when the process that runs their pipeline ended as
+    stopped (their pipeline's run is then interrupted, see ``recovery``)."""
+    from stepline.core.status import TaskStatus
+
+    for task_id in task_ids:
+        with contextlib.suppress(Exception):
+            backend.set_status(
+                task_id,
+                TaskStatus.stopped,
+                message="interrupted",
+                reason="the process that ran its pipeline ended while the step ran",
+            )
 
 
 def preload_allowed() -> frozenset[str]:
@@ -198,7 +217,7 @@ def _warm(backend: Any) -> None:
             call()
 
 
-def _reap(children: set[int], events: Any) -> None:
+def _reap(children: set[int], events: Any, tasks: dict[int, str]) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -208,6 +227,7 @@ def _reap(children: set[int], events: Any) -> None:
         if pid == 0:
             return
         children.discard(pid)
+        tasks.pop(pid, None)
         _write(events, f"exit {pid} {os.waitstatus_to_exitcode(status)}")
 
 

@@ -34,6 +34,7 @@ from stepline.core.status import TaskStatus
 from stepline.pipeline import runner
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus, _Job
+from stepline.pipeline.recovery import ResumePlan, heartbeat_interval, heartbeat_values
 from stepline.pipeline.references import PIPELINE, Ref, substitute
 from stepline.pipeline.runner import KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.code import local_modules
@@ -68,6 +69,7 @@ class PipelineRun:
         start_in_progress: bool,
         step_task_created_callback: Callable[..., Any] | None = None,
         step_task_completed_callback: Callable[..., Any] | None = None,
+        adopt_running: bool = False,
     ) -> None:
         self.backend = backend
         self.pipeline = pipeline
@@ -81,6 +83,11 @@ class PipelineRun:
         self.start_in_progress = start_in_progress
         self.created_cb = step_task_created_callback
         self.completed_cb = step_task_completed_callback
+        #: a resumed run may take over a step task of the run it resumes that is still running
+        #: on an agent (only a queue executor can follow a task it did not start)
+        self.adopt_running = adopt_running
+        self.plan = ResumePlan.of(backend.get_runtime(task.id))
+        self._rerun = set(self.plan.rerun)
         self._dirty: dict[str, Node] = {}
         self._lock = threading.Lock()
         # the run's own Task object when there is one: the logic's console and the run's
@@ -95,9 +102,16 @@ class PipelineRun:
         self._writer.start()
 
     def _write_loop(self) -> None:
-        """Writes node state off the scheduler's path, at most every ``FLUSH_INTERVAL``."""
+        """Writes node state off the scheduler's path, at most every ``FLUSH_INTERVAL``, and
+        the run's heartbeat (see ``recovery``) when there is nothing else to write."""
+        every = heartbeat_interval()
         while True:
-            self._wake.wait()
+            if not self._wake.wait(every):
+                try:
+                    self.backend.set_runtime(self.task.id, heartbeat_values())
+                except Exception:  # the next beat tries again
+                    pass
+                continue
             if not self._closing:
                 self._closed.wait(FLUSH_INTERVAL)
             self._wake.clear()
@@ -228,6 +242,8 @@ class PipelineRun:
                     dict(node.configurations), lambda r: self.resolve(r, where), where
                 ).items()
             }
+        for key, (text, kind) in self.plan.step_args.get(node.name, {}).items():
+            values[key] = key_values[key] = pv.decode(text, kind)  # a rerun's new values
         overrides = substitute(dict(node.task_overrides), lambda r: self.resolve(r, where), where)
         callbacks = node.pre_execute_callback is not None or self.created_cb is not None
         draft: TaskRecord | None = None
@@ -267,7 +283,22 @@ class PipelineRun:
         rule = node.retry_on_failure if node.retry_on_failure is not None else self.retry_on_failure
         if rule:  # a step that may be retried is re-queued once if its agent dies under it
             runtime["_requeue_on_agent_loss"] = "1"
-        if node.cache_executed_step and not node.force_recompute:
+        forced = node.name in self._rerun
+        earlier = None if forced else self.plan.reuse.get(node.name)
+        if earlier is not None:
+            taken = self._reusable(node, earlier, key)
+            if taken is not None:
+                if draft is not None:
+                    self.backend.delete_task(draft.id)
+                node.cached_from = taken.id
+                node.job = _Job(Task(taken, self.backend))
+                source = self.plan.source
+                if taken.status == TaskStatus.completed:
+                    self.log(f"step {node.name}: reusing task {taken.id} of run {source}")
+                    return Launch(task_id=taken.id, cached=True)
+                self.log(f"step {node.name}: taking over task {taken.id} of run {source}")
+                return Launch(task_id=taken.id, adopt=True)
+        if node.cache_executed_step and not node.force_recompute and not forced:
             hit = find_cached(self.backend, key)
             if hit is not None:
                 if draft is not None:
@@ -286,6 +317,26 @@ class PipelineRun:
         node.job = _Job(Task(record, self.backend))
         self.log(f"step {node.name}: launching task {record.id}")
         return Launch(task_id=record.id)
+
+    def _reusable(self, node: Node, task_id: str, key: str) -> TaskRecord | None:
+        """The task of the resumed run to reuse for ``node``: completed (or, with
+        ``adopt_running``, still queued or running) and with the same cache key."""
+        try:
+            rec = self.backend.get_task(task_id)
+            then = self.backend.get_runtime(task_id).get(RT_CACHE_KEY)
+        except StepLineError as exc:
+            self.log(f"step {node.name}: task {task_id} of the resumed run is gone ({exc})")
+            return None
+        running = rec.status in (TaskStatus.queued, TaskStatus.in_progress)
+        if rec.status != TaskStatus.completed and not (running and self.adopt_running):
+            self.log(f"step {node.name}: task {rec.id} of the resumed run is {rec.status.value}")
+            return None
+        if then != key:
+            node.status_message = "not reused: its code or inputs changed since the resumed run"
+            self.log(f"step {node.name}: task {rec.id} of the resumed run is not reused: its "
+                     "code or inputs changed")  # fmt: skip
+            return None
+        return rec
 
     def _function_params(self, node: Node, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """{"kwargs/arg": value} and the same with artifact inputs by content hash."""
@@ -513,6 +564,7 @@ class PipelineRun:
         nodes = list(self.nodes.values())  # the scheduler may add nodes meanwhile
         done = sum(1 for n in nodes if n.status in FINAL)
         values["progress"] = str(int(100 * done / len(nodes)) if nodes else 100)
+        values.update(heartbeat_values())
         self.backend.set_runtime(self.task.id, values)
 
     def on_finished(self, node: Node) -> None:

@@ -341,6 +341,8 @@ def run_process(task_id: str) -> int:
         return 2
     script = record.script or {}
     if script.get("kind") == "function":
+        from stepline.sdk.task import _exit_hooks
+
         task = Task.init()
         capture = _capture_fds(task)
         failure = ""
@@ -351,12 +353,17 @@ def run_process(task_id: str) -> int:
                 failure = "interrupted"
             elif isinstance(exc, SystemExit) and exc.code in (None, 0):
                 failure = ""
+            elif isinstance(exc, SystemExit) and _exit_hooks.terminated:
+                failure = "terminated by SIGTERM"
             else:
                 failure = _failure_text(exc)
                 sys.stderr.write(failure)
         if capture is not None:
             capture.close()
-        task._finish(failure or None)
+        if _exit_hooks.terminated:  # killed (an abort, a time limit): stopped, not failed
+            task._finish(failure, TaskStatus.stopped)
+        else:
+            task._finish(failure or None)
         return 1 if failure else 0
     if script.get("kind") == "pipeline" and not script.get("from_code"):
         # the DAG stored on the task (else: the script that builds it runs again)

@@ -73,6 +73,8 @@ class Launch:
     task_id: str | None = None  #: run this task
     cached: bool = False  #: task_id is an earlier task whose outputs are reused
     skip: bool = False  #: do not run the step (its children are skipped)
+    #: task_id was started by an earlier attempt of the run and is queued or running: follow it
+    adopt: bool = False
     local: LocalRun | None = None  #: run the task by calling this instead of the executor
 
 
@@ -350,9 +352,11 @@ class Scheduler:
             self._set(node, NodeStatus.cached, f"reused task {plan.task_id}")
             self._guard(node, self.hooks.on_finished, node)
             return
-        self._submit(node, plan.task_id, plan.local)
+        self._submit(node, plan.task_id, plan.local, adopt=plan.adopt)
 
-    def _submit(self, node: Node, task_id: str, local: LocalRun | None = None) -> None:
+    def _submit(
+        self, node: Node, task_id: str, local: LocalRun | None = None, adopt: bool = False
+    ) -> None:
         node.job_started = time.time()
         node.job_ended = None
         deadline = time.monotonic() + node.timeout if node.timeout else None
@@ -368,7 +372,7 @@ class Scheduler:
                 ).start()  # fmt: skip
                 return
             self.executor.submit(
-                task_id, self._done, is_function=node.is_function, queue=node.queue
+                task_id, self._done, is_function=node.is_function, queue=node.queue, adopt=adopt
             )
             if queued:  # once the task is on its queue (its start is an event after this)
                 self._set(node, NodeStatus.queued)

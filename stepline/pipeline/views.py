@@ -32,6 +32,8 @@ RT_VERSION = "version"
 RT_RUN = "_run_number"
 RT_NAME = "_pipeline_name"
 RT_DEFAULT_QUEUE = "pipeline/default_queue"
+#: On a run made by resuming another (see ``recovery``): the id of the run it resumes.
+RT_RESUME_OF = "_resume_of"
 ARGS_SECTION = "Args"
 #: Node statuses in which a step no longer changes.
 FINAL_STEP = frozenset({"completed", "cached", "aborted", "failed", "skipped"})
@@ -43,6 +45,8 @@ STEP_OF_TASK = {
     TaskStatus.failed: "failed",
     TaskStatus.stopped: "aborted",
 }
+#: The status message of a run whose controller died (see ``recovery``).
+INTERRUPTED = "interrupted"
 #: Why a step that had not ended shows aborted (or skipped) once its run has ended.
 RUN_ENDED = {
     TaskStatus.stopped: "the run was aborted",
@@ -193,6 +197,8 @@ def _reconcile(steps: list[StepView], run: TaskRecord, tasks: dict[str, TaskReco
         if run_ended and (step.status in LIVE_STEP or step.status == "pending"):
             step.status = "aborted" if step.status in LIVE_STEP else "skipped"
             step.message = RUN_ENDED.get(run.status, "the run ended")
+            if run.status_message == INTERRUPTED:
+                step.message = "the run was interrupted"
 
 
 def last_line(text: str) -> str:
@@ -210,6 +216,9 @@ class RunView:
     args: dict[str, str]
     steps: list[StepView]
     metrics: dict[str, dict[str, dict[str, float]]]
+    #: the run this one resumes, and the runs made to resume this one (oldest first)
+    resume_of: str | None = None
+    resumed_by: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def load(cls, backend: Backend, rec: TaskRecord) -> RunView:
@@ -260,12 +269,19 @@ class RunView:
             )
         _reconcile(steps, rec, _step_tasks(backend, rec.id, steps))
         args = {p.name: p.value for p in backend.get_params(rec.id) if p.section == ARGS_SECTION}
+        attempts = backend.find_tasks(
+            TaskFilter(
+                parent=rec.id, runtime={RT_RESUME_OF: rec.id}, archived=None, order_by="created"
+            )
+        )
         return cls(
             task=rec,
             runtime=runtime,
             args=args,
             steps=steps,
             metrics=backend.get_last_scalars(rec.id),
+            resume_of=runtime.get(RT_RESUME_OF) or None,
+            resumed_by=[a.id for a in attempts],
         )
 
     @property
@@ -292,4 +308,6 @@ class RunView:
             "args": self.args,
             "steps": [s.to_json() for s in self.steps],
             "metrics": self.metrics,
+            "resume_of": self.resume_of,
+            "resumed_by": self.resumed_by,
         }
