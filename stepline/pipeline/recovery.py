@@ -263,6 +263,9 @@ def plan_resume(
     """What an attempt of the run ``view`` shows reuses and runs again (module docstring)."""
     steps = {s.name: s for s in view.steps}
     plan = ResumePlan(source=view.task.id)
+    # new values a resumed run gave its steps hold in its own resumes too
+    for name, changed in ResumePlan.of(view.runtime).step_args.items():
+        plan.step_args[name] = dict(changed)
     rerun: set[str] = set()
     if from_step is not None:
         if from_step not in steps:
@@ -273,15 +276,40 @@ def plan_resume(
         rerun = _downstream(view.steps, from_step)
         plan.rerun = [s.name for s in view.steps if s.name in rerun]
         if values:
-            plan.step_args[from_step] = _step_values(backend, view, steps[from_step], values)
-    elif values:
-        raise ValidationError("new step arguments need the step they are for (from_step)")
+            plan.step_args.setdefault(from_step, {}).update(
+                _step_values(backend, view, steps[from_step], values)
+            )
+    found = _step_tasks_of(backend, view.task.id)
     for step in view.steps:
-        if step.name in rerun or not step.task:
+        if step.name in rerun:
             continue
-        if step.status in ("completed", "cached") or step.task_status in ("queued", "in_progress"):
+        if step.task and step.status in ("completed", "cached"):
             plan.reuse[step.name] = step.task
+        elif step.name in found:  # the run may have died before it recorded the step's end
+            plan.reuse[step.name] = found[step.name]
     return plan
+
+
+def _step_tasks_of(backend: Backend, run_id: str) -> dict[str, str]:
+    """{step: task} of the run's own step tasks that completed, or are still queued or
+    running (on an agent); the newest per step."""
+    from stepline.pipeline.run import RT_STEP  # run.py builds on this module
+
+    children = backend.find_tasks(
+        TaskFilter(
+            parent=run_id,
+            status=[TaskStatus.completed, TaskStatus.queued, TaskStatus.in_progress],
+            archived=None,
+            order_by="created",
+        )
+    )
+    steps = runtimes(backend, [c.id for c in children], [RT_STEP])
+    out: dict[str, str] = {}
+    for child in children:
+        name = steps.get(child.id, {}).get(RT_STEP)
+        if name:
+            out[name] = child.id
+    return out
 
 
 def _downstream(steps: Sequence[StepView], start: str) -> set[str]:
@@ -357,6 +385,10 @@ def resume_run(
     agent, or (``queue=None``) left a draft to run here with ``python -m stepline.runner ID``.
     A run still running is refused, as is resuming a completed run without ``from_step``.
     Everything is checked before anything is created."""
+    if values and from_step is None:
+        raise ValidationError(
+            "new step arguments need the step they are for (from_step / --from STEP)"
+        )
     with contextlib.suppress(StepLineError):
         reap_runs(backend)
     rec = pipeline_run(backend, run_id)

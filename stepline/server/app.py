@@ -6,6 +6,10 @@ The application is a thin adapter: each route checks its request against a wire 
 with a fitting HTTP status, and the HTTP client raises it again. Anything else that goes wrong
 is logged here and answered with a 500 that says so, never with a stack trace.
 
+While it serves, the server looks for pipeline runs whose controller died (``reap_forever``)
+and marks them interrupted, so that a run whose machine went away does not show running for
+ever even when no agent is looking.
+
 Guards (``Guard``, a plain ASGI middleware): a token on every request but ``/health`` when
 tokens are required; a size limit on request bodies (uploads have their own, larger one).
 """
@@ -53,6 +57,8 @@ log = logging.getLogger("stepline.server")
 MAX_BODY = 64 << 20
 #: uploads (artifact bytes) larger than this are refused with 413
 MAX_UPLOAD = 1 << 40
+#: longest wait at shutdown for a look for dead controllers that is under way
+REAP_STOP = 5.0
 #: paths that never need a token
 OPEN_PATHS = frozenset({"/health", "/api/v1/health", "/login"})
 #: path prefixes that never need a token (the UI's stylesheet, script and icon)
@@ -316,6 +322,42 @@ def _secret(headers: dict[str, str]) -> str:
     return ""
 
 
+#: seconds between two looks for dead controllers when ``STEPLINE_RUN_HEARTBEAT`` is unusable
+REAP_FALLBACK = 2.0
+
+
+def reap_interval() -> float:
+    """Seconds between two looks for runs whose controller died: the controllers' heartbeat
+    interval (``recovery.heartbeat_interval``)."""
+    from stepline.pipeline.recovery import heartbeat_interval
+
+    try:
+        return heartbeat_interval()
+    except ValidationError as exc:
+        log.warning("%s; looking for dead pipeline controllers every %s s", exc, REAP_FALLBACK)
+        return REAP_FALLBACK
+
+
+async def reap_forever(backend: Backend, hub: Hub, stop: asyncio.Event) -> None:
+    """Until ``stop`` is set: every ``reap_interval()`` seconds, mark the runs whose controller
+    died interrupted (``recovery.reap_runs``, in a worker thread) and wake the pages that
+    show tasks. A failed look is logged and tried again at the next one."""
+    from stepline.pipeline.recovery import reap_runs
+
+    while not stop.is_set():
+        try:
+            reaped = await asyncio.to_thread(reap_runs, backend)
+        except Exception as exc:  # the store is busy or gone: the next look tries again
+            log.warning("could not look for interrupted pipeline runs: %s", exc)
+            reaped = []
+        for run_id, why in reaped:
+            log.warning("pipeline run %s was interrupted: %s", run_id, why)
+        if reaped:
+            hub.notify(TASKS, QUEUES)
+        with contextlib.suppress(asyncio.TimeoutError):  # the builtin one from Python 3.11
+            await asyncio.wait_for(stop.wait(), reap_interval())
+
+
 def create_app(
     backend: Backend,
     *,
@@ -351,7 +393,15 @@ def create_app(
             hub.forwarded()
         anyio.to_thread.current_default_thread_limiter().total_tokens = 64
         await asyncio.to_thread(api.sweep_uploads, uploads)
-        yield
+        stop = asyncio.Event()
+        reaper = asyncio.create_task(reap_forever(backend, hub, stop), name="stepline-reaper")
+        try:
+            yield
+        finally:
+            # a look under way ends first (a few reads), so the store is not closed under it
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reaper, REAP_STOP)
 
     app = FastAPI(
         title="stepline",

@@ -1,7 +1,8 @@
 """``/api/v1/pipelines``: pipeline runs as the UI and scripts want them (a run's steps with
 their status, its arguments and rolled-up metrics) built from the same store calls as the rest
 of the API (``pipeline.views``), and what a user does to runs: run one again with new
-arguments, abort a run or one task (``pipeline.actions``)."""
+arguments, abort a run or one task (``pipeline.actions``), resume a run that failed, was
+aborted or was interrupted (``pipeline.recovery``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from stepline.backend.protocol import Backend
 from stepline.core.errors import InvalidTransitionError
 from stepline.core.records import TaskFilter
 from stepline.core.status import TaskTypes
-from stepline.pipeline import actions
+from stepline.pipeline import actions, recovery
 from stepline.pipeline.views import RunView, run_summary
 from stepline.server.hub import QUEUES, TASKS, Hub
 
@@ -26,6 +27,30 @@ class NewRunW(w.Wire):
 
     args: dict[w.Name, w.Text] = {}
     queue: w.Name | None = "services"
+
+
+class ResumeW(w.Wire):
+    """A new attempt of a run that reuses the steps it completed (``pipeline.recovery``).
+    ``from_step``: re-execute this step and every step downstream of it (``null``: only what
+    did not complete); ``args``: new values of some of that step's arguments (``name`` or
+    ``Section/name``, values as text checked against the stored types). ``queue``: the queue
+    an agent runs the attempt from; left out, the queue the run was taken from when an agent
+    ran it, else ``services`` (the server does not run pipelines itself); ``null``: the
+    attempt is left a draft, to run with ``python -m stepline.runner ID``."""
+
+    from_step: w.Name | None = None
+    args: dict[w.Name, w.Text] = {}
+    queue: w.Name | None = None
+
+
+#: the queue a resumed run goes to when neither the request nor the run names one
+RESUME_QUEUE = "services"
+
+
+def resume_queue(backend: Backend, run_id: str) -> str:
+    """Where an attempt of the run goes unless told: the queue an agent took the run from,
+    else ``services``."""
+    return recovery.source_queue(backend, run_id) or RESUME_QUEUE
 
 
 class AbortW(w.Wire):
@@ -76,6 +101,22 @@ def router(hub: Hub) -> APIRouter:
         the arguments given changed, queued for an agent. Answers the new run's summary."""
         backend = be(request)
         rec = actions.new_run(backend, run_id, body.args, queue=body.queue)
+        hub.notify(TASKS, QUEUES)
+        return run_summary(rec, backend.get_runtime(rec.id))
+
+    @r.post("/pipelines/{run_id}/resume", response_model=dict[str, Any], status_code=201)
+    def resume_run(run_id: str, body: ResumeW, request: Request) -> Any:
+        """Resume a run that failed, was aborted or was interrupted: a new run linked to it
+        (``resume_of``) reuses every step it completed and runs the rest with the same
+        arguments; with ``from_step``, that step and those after it run again. A run still
+        running, or a completed one without ``from_step``, is refused (422), as are an unknown
+        step or a bad value (422) and an unknown queue (404); nothing is made then. Answers
+        the new run's summary."""
+        backend = be(request)
+        queue = body.queue if "queue" in body.model_fields_set else resume_queue(backend, run_id)
+        rec = recovery.resume_run(
+            backend, run_id, from_step=body.from_step, values=body.args, queue=queue
+        )
         hub.notify(TASKS, QUEUES)
         return run_summary(rec, backend.get_runtime(rec.id))
 

@@ -414,7 +414,7 @@ def test_the_view_of_a_thousand_steps_takes_a_fixed_number_of_reads(home: Path) 
     assert len(loaded.steps) == 1000
     assert {s.status for s in loaded.steps} == {"completed", "cached"}
     assert counting.calls == {
-        "get_configs": 1, "get_runtime": 1, "find_tasks": 2, "get_params": 1,
+        "get_configs": 1, "get_runtime": 1, "find_tasks": 3, "get_params": 1,
         "get_last_scalars": 1,
     }  # fmt: skip
 

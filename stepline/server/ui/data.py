@@ -19,9 +19,11 @@ from stepline.core.records import (
     TaskRecord,
 )
 from stepline.core.status import FINAL, TaskStatus, TaskTypes
+from stepline.pipeline.recovery import ResumePlan
 from stepline.pipeline.views import (
     ARGS_SECTION,
     CONFIG_DAG,
+    INTERRUPTED,
     RT_NAME,
     RT_RUN,
     RT_VERSION,
@@ -29,6 +31,7 @@ from stepline.pipeline.views import (
     run_summary,
     task_duration,
 )
+from stepline.server.pipelines import resume_queue
 
 #: most runs read for the pipelines page and a runs table
 MAX_RUNS = 5000
@@ -42,6 +45,17 @@ TEXT_TYPES = ("json", "text", "str", "csv", "yaml", "markdown")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 _RUN_SUFFIX = re.compile(r" #\d+$")
+#: the sections of a function step's parameters that are not arguments a resume can change
+#: (as ``pipeline.recovery`` reads them)
+NOT_ARGS = ("return", "kwargs_artifacts")
+
+
+def shown_status(rec: TaskRecord) -> str:
+    """The status a run's badge shows: its status, or ``interrupted`` for a run stopped
+    because its controller died (``pipeline.recovery``)."""
+    if rec.status == TaskStatus.stopped and rec.status_message == INTERRUPTED:
+        return INTERRUPTED
+    return rec.status.value
 
 
 def runtimes(
@@ -106,7 +120,9 @@ def controller_runs(
         where = agents.get(agent, agent) if agent else "this machine"
         if rt.get("_queue"):
             where = f"{where} ({rt['_queue']})"
-        out.append(Run(run_summary(rec, rt), pipeline_key(rec, rt), rec.user, where))
+        summary = run_summary(rec, rt)
+        summary["shown"] = shown_status(rec)
+        out.append(Run(summary, pipeline_key(rec, rt), rec.user, where))
     return out
 
 
@@ -168,17 +184,99 @@ def dag_nodes(backend: Backend, run_id: str) -> dict[str, dict[str, Any]]:
     return {}
 
 
-def run_state(view: RunView) -> dict[str, Any]:
-    """What changes while a run goes: its status and each step's status and times."""
+def run_state(view: RunView, links: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What changes while a run goes: its status and each step's status and times, and
+    (``links``, see ``run_links``) the runs it resumes or that resume it."""
     rec = view.task
+    shown = shown_status(rec)
+    message = rec.status_message or rec.status_reason
+    if shown == INTERRUPTED:  # the badge says it: the message tells why
+        message = last_line(rec.status_reason) or message
     return {
         "status": rec.status.value,
+        "shown": shown,
         "final": rec.status in FINAL,
+        "resumable": rec.status in (TaskStatus.failed, TaskStatus.stopped),
         "progress": view.progress,
         "started": rec.started,
         "completed": rec.completed,
-        "message": rec.status_message or rec.status_reason,
+        "message": message,
         "steps": {s.name: [s.status, s.started, s.ended, s.task or ""] for s in view.steps},
+        "links": links or {"resume_of": None, "resumed_by": []},
+    }
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_links(backend: Backend, view: RunView) -> dict[str, Any]:
+    """The run this one resumes and the runs that resume it, each as ``[id, text, name]``:
+    the run resumed is named (with its run number), the runs resuming it by run number (the
+    start of the id for one that has not started); a run since deleted is left out."""
+    ids = ([view.resume_of] if view.resume_of else []) + view.resumed_by
+    if not ids:
+        return {"resume_of": None, "resumed_by": []}
+    found = {r.id: r for r in backend.find_tasks(TaskFilter(ids=ids, archived=None))}
+    numbers = runtimes(backend, list(found), [RT_RUN])
+
+    def link(run_id: str, named: bool) -> list[str] | None:
+        rec = found.get(run_id)
+        if rec is None:
+            return None
+        number = numbers.get(run_id, {}).get(RT_RUN)
+        label = f"#{number}" if number else run_id[:8]
+        text = label
+        if named:
+            text = rec.name if rec.name.endswith(f" {label}") else f"{rec.name} ({label})"
+        return [run_id, text, rec.name]
+
+    return {
+        "resume_of": link(view.resume_of, True) if view.resume_of else None,
+        "resumed_by": [x for x in (link(i, False) for i in view.resumed_by) if x is not None],
+    }
+
+
+def step_args(backend: Backend, view: RunView, step: str) -> dict[str, Any]:
+    """The arguments of a run's step that a resume from it can change (``pipeline.recovery``):
+    ``{"step", "args": [{"name", "value", "type"}], "note"}``; ``note`` says why there are
+    none."""
+    found = next((s for s in view.steps if s.name == step), None)
+    if found is None:
+        raise NotFoundError(
+            f"run {view.task.id} has no step {step!r}; its steps: "
+            f"{', '.join(s.name for s in view.steps) or 'none'}"
+        )
+    if not found.task:
+        return {"step": step, "args": [], "note": "This step never ran: it runs again with the "
+                "arguments the pipeline gives it."}  # fmt: skip
+    args = [
+        {
+            "name": p.name if p.section == "kwargs" else p.key,
+            "value": p.value,
+            "type": p.type,
+        }
+        for p in backend.get_params(found.task)
+        if p.section not in NOT_ARGS
+    ]
+    note = "" if args else "This step takes no arguments that can be set as values."
+    return {"step": step, "args": args, "note": note}
+
+
+def resume_form(backend: Backend, view: RunView) -> dict[str, Any]:
+    """What the resume dialog offers: the run's steps, the queues, and the queue the attempt
+    goes to unless changed (the one an agent took the run from, else ``services``)."""
+    queues = [q.name for q in backend.get_queues()]
+    default = resume_queue(backend, view.task.id)
+    if default not in queues:
+        queues.append(default)
+    return {
+        "run_id": view.task.id,
+        "name": view.task.name,
+        "steps": [s.name for s in view.steps],
+        "queues": queues,
+        "queue": default,
     }
 
 
@@ -243,6 +341,8 @@ class TaskPanel:
     queue: str
     cached_from: TaskRecord | None = None
     cached_why: str = ""
+    #: the run whose task a reused step took, when the run it belongs to is a resume
+    reused_run: TaskRecord | None = None
     step: str = ""
     run_id: str = ""
     node: dict[str, Any] = field(default_factory=dict)
@@ -339,8 +439,12 @@ def task_panel(
     return panel
 
 
-def cache_reuse(backend: Backend, panel: TaskPanel, cached_from: str | None) -> None:
-    """For a cached step: the task reused and why (the same cache key)."""
+def cache_reuse(
+    backend: Backend, panel: TaskPanel, cached_from: str | None, view: RunView | None = None
+) -> None:
+    """For a cached step: the task reused and why (the same cache key); in a run that resumes
+    another (``view``), a step's task reused from the resumed run says so, and which run it
+    belongs to."""
     if not cached_from:
         return
     try:
@@ -349,6 +453,26 @@ def cache_reuse(backend: Backend, panel: TaskPanel, cached_from: str | None) -> 
         panel.cached_why = f"task {cached_from} (since deleted)"
         return
     key = panel.runtime.get("_cache_key", "")
+    plan = None
+    if view is not None and view.resume_of:
+        try:
+            plan = ResumePlan.of(view.runtime)
+        except StepLineError:  # a damaged plan: the step shows as any cached one
+            plan = None
+    if plan is not None and plan.reuse.get(panel.step) == cached_from:
+        owner = panel.cached_from.parent
+        if owner:
+            try:
+                panel.reused_run = backend.get_task(owner)
+            except NotFoundError:
+                panel.reused_run = None
+        panel.cached_why = (
+            f"the step completed in the run this one resumes, and its cache key "
+            f"{key[:12]}… (code and inputs) is unchanged"
+            if key
+            else "the step completed in the run this one resumes"
+        )
+        return
     panel.cached_why = (
         f"same cache key {key[:12]}…: code, parameters (inputs by content hash), "
         "configurations, packages and container are all unchanged"

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from stepline.backend.protocol import Backend
 from stepline.core.display import fmt_duration, fmt_size, fmt_time
 from stepline.core.errors import NotFoundError, ValidationError
-from stepline.core.status import TaskStatus
+from stepline.core.status import FINAL, TaskStatus
 from stepline.pipeline.views import ARGS_SECTION, RunView
 from stepline.server.hub import OUTPUT, QUEUES, TASKS, Hub
 from stepline.server.ui import charts, data
@@ -196,7 +196,7 @@ def router(hub: Hub) -> APIRouter:
             view = RunView.load(backend, backend.get_task(run_id))
             parents = {s.name: s.parents for s in view.steps}
             shape = layout(parents)
-            state = data.run_state(view)
+            state = data.run_state(view, data.run_links(backend, view))
             rt = view.runtime
             key = data.pipeline_key(view.task, rt)
             return page(
@@ -212,6 +212,7 @@ def router(hub: Hub) -> APIRouter:
                 artifacts=[data.preview(backend, a) for a in backend.get_artifacts(run_id)],
                 pipeline=data.split_key(key, view.task.project),
                 form=_new_run_form(backend, run_id),
+                resume=data.resume_form(backend, view),
                 title=view.task.name,
             )
 
@@ -235,7 +236,8 @@ def router(hub: Hub) -> APIRouter:
     async def run_state(run_id: str, request: Request, etag: str | None = None) -> JSONResponse:
         def look() -> dict[str, Any]:
             backend = be(request)
-            return data.run_state(RunView.load(backend, backend.get_task(run_id)))
+            view = RunView.load(backend, backend.get_task(run_id))
+            return data.run_state(view, data.run_links(backend, view))
 
         return await live(request, look, etag)
 
@@ -247,13 +249,24 @@ def router(hub: Hub) -> APIRouter:
         if found is None:
             raise NotFoundError(f"run {run_id} has no step {step!r}")
         node = data.dag_nodes(backend, run_id).get(step, {})
+        ended = view.task.status in FINAL  # a step of an ended run can be re-run from
         if not found.task:
-            html = fragment("step_pending.html", step=found, node=node, run_id=run_id)
+            html = fragment(
+                "step_pending.html", step=found, node=node, run_id=run_id, run_ended=ended
+            )
             return HTMLResponse(html)
         panel = data.task_panel(backend, found.task, run_id=run_id, step=step, node=node)
-        data.cache_reuse(backend, panel, found.cached_from)
-        html = fragment("panel.html", p=panel, step=found, standalone=False)
+        data.cache_reuse(backend, panel, found.cached_from, view)
+        html = fragment("panel.html", p=panel, step=found, standalone=False, run_ended=ended)
         return HTMLResponse(html)
+
+    @r.get("/runs/{run_id}/steps/{step}/args")
+    def step_args(run_id: str, step: str, request: Request) -> JSONResponse:
+        """The arguments of a step a resume from it can give new values (the resume
+        dialog's form)."""
+        backend = be(request)
+        view = RunView.load(backend, backend.get_task(run_id))
+        return JSONResponse(data.step_args(backend, view, step))
 
     @r.get("/tasks", response_class=HTMLResponse)
     def tasks_page(

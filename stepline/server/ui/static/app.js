@@ -262,6 +262,67 @@ function setupDialogs() {
   }
 }
 
+// -- resume a run (the run page) -----------------------------------------------------------
+function setupResume() {
+  const dialog = $("#resume-dialog");
+  if (!dialog) return;
+  const form = $("form.resume", dialog);
+  const pick = $("[name=from_step]", form);
+  const box = $(".from-step", form);
+  const table = $(".step-args", form);
+  const note = $(".args-note", form);
+  const err = $(".error", form);
+  let asked = 0;
+  async function loadArgs() {
+    // the arguments of the step chosen, to give new values to
+    const step = pick.value;
+    const mine = ++asked;
+    table.innerHTML = "";
+    note.hidden = true;
+    box.hidden = !step;
+    if (!step) return;
+    try {
+      const data = await api("GET", `/runs/${form.dataset.run}/steps/${encodeURIComponent(step)}/args`);
+      if (mine !== asked) return;
+      table.innerHTML = data.args.map((a, i) => `<tr data-arg="${esc(a.name)}"><th><label for="step-arg-${i}">${esc(a.name)}</label></th>` +
+        `<td><input id="step-arg-${i}" name="set:${esc(a.name)}" value="${esc(a.value)}" data-was="${esc(a.value)}" autocomplete="off">` +
+        `<span class="type">${esc(a.type)}</span></td></tr>`).join("");
+      note.textContent = data.note || "";
+      note.hidden = !data.note;
+    } catch (ex) {
+      if (mine !== asked) return;
+      note.textContent = "Could not read the step's arguments: " + ex.message;
+      note.hidden = false;
+    }
+  }
+  pick.addEventListener("change", () => { err.hidden = true; loadArgs(); });
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest("[data-resume]");
+    if (!b) return;
+    pick.value = b.dataset.step || "";
+    err.hidden = true;
+    loadArgs();
+    dialog.showModal();
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const args = {};
+    for (const el of $$("[name^='set:']", form)) if (el.value !== el.dataset.was) args[el.name.slice(4)] = el.value;
+    const body = { from_step: pick.value || null, args, queue: $("[name=queue]", form).value || null };
+    const submit = $("button[type=submit]", form);
+    submit.disabled = true;
+    err.hidden = true;
+    try {
+      const run = await api("POST", `/api/v1/pipelines/${form.dataset.run}/resume`, body);
+      location.href = `/runs/${run.id}`;
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+      submit.disabled = false;
+    }
+  });
+}
+
 // -- log tail --------------------------------------------------------------------------------
 let logSource = null;
 
@@ -317,10 +378,16 @@ function stepDuration(st) {
 function applyRunState(state) {
   RUN.state = state;
   const head = $("#run-status");
-  if (head && head.dataset.status !== state.status) {
+  const shown = state.shown || state.status;
+  if (head && (head.dataset.status !== state.status || head.dataset.shown !== shown)) {
     head.dataset.status = state.status;
-    head.innerHTML = `<span class="badge st-${cls(state.status)}">${esc(state.status.replace("_", " "))}</span>`;
+    head.dataset.shown = shown;
+    head.innerHTML = `<span class="badge st-${cls(shown)}">${esc(shown.replace("_", " "))}</span>`;
   }
+  const links = $("#run-links");
+  const linkKey = JSON.stringify(state.links || null);
+  if (links && RUN.linkKey !== undefined && RUN.linkKey !== linkKey) links.innerHTML = runLinks(state.links);
+  RUN.linkKey = linkKey;
   const prog = $("#run-progress");
   if (prog && state.progress != null) {
     const pct = Math.max(0, Math.min(100, Number(state.progress) || 0));
@@ -340,6 +407,9 @@ function applyRunState(state) {
   if (msg) msg.textContent = state.message || "";
   const abort = $("#abort-run");
   if (abort) abort.hidden = !!state.final;
+  const resume = $("#resume-run");
+  if (resume) resume.hidden = !(state.final && state.resumable);
+  for (const b of $$(".rerun-from")) b.hidden = !state.final;
   for (const g of $$("svg.dag g.node[data-step]")) {
     const st = state.steps[g.dataset.step];
     if (!st) continue;
@@ -371,6 +441,19 @@ function applyRunState(state) {
   const key = state.status + "|" + done;
   if (RUN.infoKey !== undefined && RUN.infoKey !== key) refreshRunInfo();
   RUN.infoKey = key;
+}
+
+// the header's links to the run this one resumes and to the runs resuming it (as the
+// template's run_links macro draws them): [id, text, name] each
+function runLinks(links) {
+  if (!links) return "";
+  const a = (l, c) => `<a class="${c}" href="/runs/${encodeURIComponent(l[0])}" title="${esc(l[2])} (${esc(l[0])})">${esc(l[1])}</a>`;
+  const parts = [];
+  if (links.resume_of) parts.push("resume of " + a(links.resume_of, "resume-of"));
+  if (links.resumed_by && links.resumed_by.length) {
+    parts.push("resumed by " + links.resumed_by.map((l) => a(l, "resumed-by")).join(", "));
+  }
+  return parts.join(" · ");
 }
 
 async function refreshRunInfo() {
@@ -528,6 +611,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupSorting();
   setupFilters();
   setupDialogs();
+  setupResume();
   setupCompare();
   setupLiveBlocks();
   setupRunPage();
