@@ -194,3 +194,39 @@ def run_ids(backend: Any) -> Sequence[str]:
         TaskFilter(type=[str(TaskTypes.controller)], archived=None, order_by="created")
     )
     return [r.id for r in found]
+
+
+# -- a step that hangs ---------------------------------------------------------------------------
+def hang(folder: str) -> None:
+    """Ignores SIGTERM, starts a child in a session of its own (out of the step's process
+    group) that ignores it too, and never returns."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    tmp = os.path.join(folder, "pids.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"{os.getpid()} {child.pid}")
+    os.replace(tmp, os.path.join(folder, "pids"))
+    while True:
+        time.sleep(1)
+
+
+def hung_pipeline(folder: Path, local: bool = True) -> tuple[bool, list[int], str]:
+    """Run (in this process) a pipeline whose step hangs, with a 2 s time limit, its step a
+    local process or (``local=False``) on queue ``default`` for an agent; (whether it
+    succeeded, [the step's pid, its child's pid], the step's task)."""
+    from stepline import PipelineController
+
+    pipe = PipelineController(name="hung", project="recovery")
+    pipe.add_function_step("hang", hang, function_kwargs={"folder": str(folder)}, time_limit=2)
+    ok = pipe.start_locally(run_pipeline_steps_locally=local)
+    pids = [int(p) for p in (folder / "pids").read_text().split()]
+    task_id = pipe.get_pipeline_dag()["hang"].executed
+    assert isinstance(task_id, str)
+    return ok, pids, task_id

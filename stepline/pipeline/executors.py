@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from stepline.backend import Backend
 from stepline.core.errors import StepLineError
@@ -225,17 +226,36 @@ def _close_shared() -> None:
 
 
 def _kill_tree(pid: int, still_running: Callable[[], bool]) -> None:
-    """SIGTERM the process group of ``pid``, SIGKILL it ``KILL_GRACE`` seconds later if
-    ``still_running()``."""
+    """SIGTERM the process group of ``pid`` and every descendant of ``pid`` (one that started
+    a session of its own included); ``KILL_GRACE`` seconds later SIGKILL the group if
+    ``still_running()``, and each of those descendants still alive."""
+    descendants = _descendants(pid)
     _signal_group(pid, signal.SIGTERM)
+    for proc in descendants:
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
     def hard_kill() -> None:
         if still_running():
             _signal_group(pid, signal.SIGKILL)
+        for proc in descendants:
+            with contextlib.suppress(Exception):
+                if proc.is_running():  # the same process (psutil checks its start time)
+                    proc.kill()
 
     timer = threading.Timer(KILL_GRACE, hard_kill)
     timer.daemon = True
     timer.start()
+
+
+def _descendants(pid: int) -> list[Any]:
+    """The processes below ``pid`` now (psutil objects; empty if it cannot tell)."""
+    try:
+        import psutil
+
+        return list(psutil.Process(pid).children(recursive=True))
+    except Exception:
+        return []
 
 
 class ProcessExecutor(Executor):

@@ -22,7 +22,16 @@ from stepline.core.records import ConfigObject, NewTask, TaskFilter
 from stepline.core.status import TaskStatus, TaskTypes
 from stepline.pipeline.recovery import RT_REUSE, reap_runs, resume_run
 from stepline.pipeline.views import RunView
-from tests.faults import Chain, gone, new_step_tasks, run_ids, step_tasks, stepline, wait_until
+from tests.faults import (
+    Chain,
+    gone,
+    hung_pipeline,
+    new_step_tasks,
+    run_ids,
+    step_tasks,
+    stepline,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -459,3 +468,15 @@ def test_a_resume_records_what_it_reuses(home: Path, backend: SqlBackend, tmp_pa
     assert attempt.status == TaskStatus.created and attempt.parent == run_id
     assert json.loads(backend.get_runtime(attempt.id)[RT_REUSE]) == {"s0": first["s0"]}
     chain.release()
+
+
+# -- time limits that hold ------------------------------------------------------------------------
+def test_a_hung_step_is_killed_at_its_time_limit_with_a_child_that_left_its_group(
+    home: Path, backend: SqlBackend, tmp_path: Path
+) -> None:
+    ok, pids, task_id = hung_pipeline(tmp_path)
+    assert ok is False
+    rec = backend.get_task(task_id)
+    assert rec.status == TaskStatus.failed and "time limit of 2 s" in rec.status_reason
+    for pid in pids:  # SIGTERM is ignored: both end by SIGKILL after the grace period
+        wait_until(lambda pid=pid: gone(pid), f"process {pid} to be killed")
