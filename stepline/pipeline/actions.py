@@ -21,6 +21,8 @@ from stepline.pipeline.views import ARGS_SECTION, CONFIG_DAG, RT_DEFAULT_QUEUE, 
 #: Runtime properties a clone keeps (which pipeline, and version, the new run is a run of);
 #: the rest of the runtime (steps' state, progress, run number) belongs to the source's run.
 KEPT_RUNTIME = (RT_NAME, RT_VERSION, RT_DEFAULT_QUEUE)
+#: Runtime of a step task (a pipeline used as a step included): the step it runs.
+RT_STEP = "_pipeline_step"
 #: The statuses of a task that has not ended.
 NOT_FINAL = [TaskStatus.created, TaskStatus.queued, TaskStatus.in_progress]
 
@@ -161,6 +163,8 @@ def _abort_tree(backend: Backend, rec: TaskRecord, reason: str) -> list[str]:
     children = backend.find_tasks(TaskFilter(parent=rec.id, status=NOT_FINAL, archived=None))
     for child in children:
         if child.type == str(TaskTypes.controller):
+            if RT_STEP not in backend.get_runtime(child.id):
+                continue  # a run of its own (a rerun or a resume of this one), not a step
             stopped.extend(_abort_tree(backend, child, reason))
         elif _stop(backend, child.id, reason):
             stopped.append(child.id)

@@ -45,8 +45,8 @@ from stepline.core.errors import (
 )
 from stepline.core.records import Param, TaskFilter, TaskRecord
 from stepline.core.status import FINAL, TaskStatus, TaskTypes
-from stepline.pipeline.actions import clone_run, fits, pipeline_run
-from stepline.pipeline.views import INTERRUPTED, RT_RESUME_OF, RunView, StepView
+from stepline.pipeline.actions import RT_STEP, clone_run, fits, pipeline_run
+from stepline.pipeline.views import INTERRUPTED, RT_NAME, RT_RESUME_OF, RunView, StepView
 
 RT_HEARTBEAT = "_heartbeat"
 RT_CONTROLLER = "_controller"
@@ -85,8 +85,16 @@ def _seconds(name: str, default: float) -> float:
 
 
 def controller_identity() -> str:
-    """What ``_controller`` records: this process's host and pid."""
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+    """What ``_controller`` records: this process's host, pid and pid namespace."""
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_space()})
+
+
+def _pid_space() -> str:
+    """Which pid namespace this process is in (containers sharing a host name differ)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def heartbeat_values() -> dict[str, str]:
@@ -98,6 +106,8 @@ def dead_reason(rec: TaskRecord, runtime: Mapping[str, str], now: float) -> str 
     """Why the controller of the running run ``rec`` counts as dead, or None while it lives."""
     beat = _float(runtime.get(RT_HEARTBEAT))
     if beat is None:
+        if RT_NAME not in runtime:  # a task of type controller that holds no pipeline
+            return None
         if runtime.get("_agent"):  # an agent runs it and has not started it yet: its agent
             return None  # answers for it (a dead agent's tasks are reaped with it)
         since = rec.started or rec.created
@@ -120,18 +130,19 @@ def _where(runtime: Mapping[str, str]) -> str:
     return f" (pid {who[1]} on {who[0]})"
 
 
-def _identity(runtime: Mapping[str, str]) -> tuple[str, int] | None:
+def _identity(runtime: Mapping[str, str]) -> tuple[str, int, str] | None:
     try:
         data = json.loads(runtime.get(RT_CONTROLLER) or "")
-        return str(data["host"]), int(data["pid"])
-    except (ValueError, KeyError, TypeError):
+        return str(data["host"]), int(data["pid"]), str(data.get("pidns", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _gone(runtime: Mapping[str, str]) -> bool:
-    """Whether the controller ran on this host and its process has ended."""
+    """Whether the controller ran on this host, among the processes this one sees, and its
+    process has ended."""
     who = _identity(runtime)
-    if who is None or who[0] != socket.gethostname():
+    if who is None or who[0] != socket.gethostname() or who[2] != _pid_space():
         return False
     try:
         os.kill(who[1], 0)
@@ -174,7 +185,8 @@ def reap_runs(backend: Backend, now: float | None = None) -> list[tuple[str, str
     if not running:
         return []
     now = time.time() if now is None else now
-    known = runtimes(backend, [r.id for r in running], [RT_HEARTBEAT, RT_CONTROLLER, "_agent"])
+    keys = [RT_HEARTBEAT, RT_CONTROLLER, RT_NAME, "_agent"]
+    known = runtimes(backend, [r.id for r in running], keys)
     reaped = []
     for rec in running:
         why = dead_reason(rec, known.get(rec.id, {}), now)
@@ -293,8 +305,6 @@ def plan_resume(
 def _step_tasks_of(backend: Backend, run_id: str) -> dict[str, str]:
     """{step: task} of the run's own step tasks that completed, or are still queued or
     running (on an agent); the newest per step."""
-    from stepline.pipeline.run import RT_STEP  # run.py builds on this module
-
     children = backend.find_tasks(
         TaskFilter(
             parent=run_id,

@@ -32,6 +32,7 @@ from stepline.core.records import (
 )
 from stepline.core.status import TaskStatus
 from stepline.pipeline import runner
+from stepline.pipeline.actions import RT_STEP
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus, _Job
 from stepline.pipeline.recovery import ResumePlan, heartbeat_interval, heartbeat_values
@@ -42,7 +43,6 @@ from stepline.sdk.task import Task
 
 # runtime properties of step tasks
 RT_PIPELINE = "_pipeline_id"
-RT_STEP = "_pipeline_step"
 RT_CACHE_KEY = "_cache_key"
 RT_CACHE_PARTS = "_cache_parts"
 RT_RETRIES = "_retries"

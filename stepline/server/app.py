@@ -341,21 +341,27 @@ def reap_interval() -> float:
 async def reap_forever(backend: Backend, hub: Hub, stop: asyncio.Event) -> None:
     """Until ``stop`` is set: every ``reap_interval()`` seconds, mark the runs whose controller
     died interrupted (``recovery.reap_runs``, in a worker thread) and wake the pages that
-    show tasks. A failed look is logged and tried again at the next one."""
+    show tasks. A failed look is logged (once while it fails the same way) and tried again
+    at the next one."""
     from stepline.pipeline.recovery import reap_runs
 
+    every = reap_interval()
+    failing = ""
     while not stop.is_set():
         try:
             reaped = await asyncio.to_thread(reap_runs, backend)
+            failing = ""
         except Exception as exc:  # the store is busy or gone: the next look tries again
-            log.warning("could not look for interrupted pipeline runs: %s", exc)
+            if str(exc) != failing:
+                log.warning("could not look for interrupted pipeline runs: %s", exc)
+            failing = str(exc)
             reaped = []
         for run_id, why in reaped:
             log.warning("pipeline run %s was interrupted: %s", run_id, why)
         if reaped:
             hub.notify(TASKS, QUEUES)
         with contextlib.suppress(asyncio.TimeoutError):  # the builtin one from Python 3.11
-            await asyncio.wait_for(stop.wait(), reap_interval())
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def create_app(

@@ -20,6 +20,7 @@ from stepline.backend.sql.store import SqlBackend
 from stepline.core.errors import NotFoundError, ValidationError
 from stepline.core.records import ConfigObject, NewTask, TaskFilter
 from stepline.core.status import TaskStatus, TaskTypes
+from stepline.pipeline.actions import abort_run
 from stepline.pipeline.recovery import RT_REUSE, reap_runs, resume_run
 from stepline.pipeline.views import RunView
 from tests.faults import (
@@ -426,34 +427,47 @@ def _running_run(backend: SqlBackend, **runtime: str) -> str:
 def test_heartbeats_tell_dead_controllers_from_live_ones(
     home: Path, backend: SqlBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import subprocess
+
     monkeypatch.setenv("STEPLINE_RUN_HEARTBEAT", "1")
     now = time.time()
-    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
-    elsewhere = json.dumps({"host": "other-host", "pid": 1})
-    live = _running_run(backend, _heartbeat=str(now - 1), _controller=me)
-    silent = _running_run(backend, _heartbeat=str(now - 60), _controller=elsewhere)
-    far_but_recent = _running_run(backend, _heartbeat=str(now - 3), _controller=elsewhere)
-    on_agent = _running_run(backend, _agent="a1")
-    proc = __import__("subprocess").Popen(["true"])
-    proc.wait()
-    dead_here = _running_run(
-        backend, _heartbeat=str(now - 3),
-        _controller=json.dumps({"host": socket.gethostname(), "pid": proc.pid}),
-    )  # fmt: skip
+    space = os.readlink("/proc/self/ns/pid")
+
+    def on(host: str, pid: int, pidns: str = space) -> str:
+        return json.dumps({"host": host, "pid": pid, "pidns": pidns})
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    here = socket.gethostname()
+    live = _running_run(backend, _heartbeat=str(now - 1), _controller=on(here, os.getpid()))
+    silent = _running_run(backend, _heartbeat=str(now - 60), _controller=on("other-host", 1))
+    recent = _running_run(backend, _heartbeat=str(now - 3), _controller=on("other-host", 1))
+    dead_here = _running_run(backend, _heartbeat=str(now - 3), _controller=on(here, ended.pid))
+    # the same host name but another pid namespace (a container): its pids are not ours
+    contained = _running_run(
+        backend, _heartbeat=str(now - 3), _controller=on(here, ended.pid, "pid:[1]")
+    )
+    never = _running_run(backend, _pipeline_name="recovery/run")  # no heartbeat yet
+    on_agent = _running_run(backend, _pipeline_name="recovery/run", _agent="a1")
+    not_a_pipeline = _running_run(backend)  # a task of type controller, no pipeline
     step = backend.create_task(
         NewTask(name="step", project="recovery", parent=silent, status=TaskStatus.in_progress)
     )
 
     reaped = dict(reap_runs(backend, now=now))
     assert set(reaped) == {silent, dead_here}
-    assert "sent no heartbeat for 60 s" in reaped[silent]
-    assert "other-host" in reaped[silent]
+    assert "sent no heartbeat for 60 s" in reaped[silent] and "other-host" in reaped[silent]
     assert "no longer running" in reaped[dead_here]
-    for run_id in (live, far_but_recent, on_agent):
-        assert backend.get_task(run_id).status == TaskStatus.in_progress
     assert backend.get_task(silent).status_message == "interrupted"
     assert backend.get_task(step.id).status == TaskStatus.stopped  # died with its controller
     assert reap_runs(backend, now=now) == []  # once
+
+    # much later: the silent ones, and the run that never sent a heartbeat
+    later = dict(reap_runs(backend, now=now + 400))
+    assert set(later) == {live, recent, contained, never}
+    assert "never sent a heartbeat" in later[never]
+    for run_id in (on_agent, not_a_pipeline):
+        assert backend.get_task(run_id).status == TaskStatus.in_progress
 
 
 def test_a_resume_records_what_it_reuses(home: Path, backend: SqlBackend, tmp_path: Path) -> None:
@@ -467,6 +481,9 @@ def test_a_resume_records_what_it_reuses(home: Path, backend: SqlBackend, tmp_pa
     attempt = resume_run(backend, run_id)
     assert attempt.status == TaskStatus.created and attempt.parent == run_id
     assert json.loads(backend.get_runtime(attempt.id)[RT_REUSE]) == {"s0": first["s0"]}
+    # aborting the ended run leaves its resume (a run of its own) alone
+    assert abort_run(backend, run_id) == []
+    assert backend.get_task(attempt.id).status == TaskStatus.created
     chain.release()
 
 
