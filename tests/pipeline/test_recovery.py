@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -497,3 +498,52 @@ def test_a_hung_step_is_killed_at_its_time_limit_with_a_child_that_left_its_grou
     assert rec.status == TaskStatus.failed and "time limit of 2 s" in rec.status_reason
     for pid in pids:  # SIGTERM is ignored: both end by SIGKILL after the grace period
         wait_until(lambda pid=pid: gone(pid), f"process {pid} to be killed")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 6 MiB filesystem (tmpfs), where the system lets this process mount one."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(folder)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_during_an_upload_fails_the_step_and_leaves_the_disk_as_it_was(
+    home: Path, tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from stepline.backend import get_backend, reset_backend
+    from tests.conftest import run_env
+
+    storage = small_disk / "artifacts"
+    monkeypatch.setenv("STEPLINE_STORAGE", str(storage))
+    reset_backend()
+    backend = get_backend()
+    script = tmp_path / "disk.py"
+    script.write_text(FULL_DISK)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "no-limit"), "upload"],
+        cwd=tmp_path, env=run_env(home, **FAST), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    run_id = the_run(backend)
+    writer = backend.get_task(step_tasks(backend, run_id)["writer"])
+    assert writer.status == TaskStatus.failed
+    assert "No space left on device" in writer.status_reason, writer.status_reason
+    assert "big" not in {a.name for a in backend.get_artifacts(writer.id)}
+    left = [p for p in storage.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in left) < 1 << 20, left  # no partial upload kept
+    assert os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize > 5 << 20
