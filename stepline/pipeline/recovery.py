@@ -56,8 +56,8 @@ RT_STEP_ARGS = "_step_args"
 #: Without any heartbeat (a run started before heartbeats, or one still starting), a run is
 #: judged by when it started, with at least this many seconds of patience.
 NO_HEARTBEAT_GRACE = 300.0
-#: The sections of a function step's parameters that are not its arguments.
-_NOT_ARGS = ("return", "kwargs_artifacts")
+#: The sections of a function step's parameters that are not arguments a resume can change.
+NOT_ARGS = ("return", "kwargs_artifacts")
 
 
 def heartbeat_interval() -> float:
@@ -346,7 +346,7 @@ def _step_values(
             f"step {step.name!r} never ran in run {view.task.id}, so its arguments are not "
             "known; resume without new values for it"
         )
-    params = [p for p in backend.get_params(step.task) if p.section not in _NOT_ARGS]
+    params = [p for p in backend.get_params(step.task) if p.section not in NOT_ARGS]
     out: dict[str, list[str]] = {}
     for name, value in values.items():
         param = _find_param(params, name.strip())

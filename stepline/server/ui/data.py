@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from stepline.core.records import (
     TaskRecord,
 )
 from stepline.core.status import FINAL, TaskStatus, TaskTypes
-from stepline.pipeline.recovery import ResumePlan
+from stepline.pipeline.recovery import NOT_ARGS, ResumePlan, runtimes
 from stepline.pipeline.views import (
     ARGS_SECTION,
     CONFIG_DAG,
@@ -45,9 +44,6 @@ TEXT_TYPES = ("json", "text", "str", "csv", "yaml", "markdown")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 _RUN_SUFFIX = re.compile(r" #\d+$")
-#: the sections of a function step's parameters that are not arguments a resume can change
-#: (as ``pipeline.recovery`` reads them)
-NOT_ARGS = ("return", "kwargs_artifacts")
 
 
 def shown_status(rec: TaskRecord) -> str:
@@ -56,20 +52,6 @@ def shown_status(rec: TaskRecord) -> str:
     if rec.status == TaskStatus.stopped and rec.status_message == INTERRUPTED:
         return INTERRUPTED
     return rec.status.value
-
-
-def runtimes(
-    backend: Backend, ids: Sequence[str], keys: Sequence[str] | None = None
-) -> dict[str, dict[str, str]]:
-    many = getattr(backend, "get_runtimes", None)
-    if many is not None:
-        got: dict[str, dict[str, str]] = many(ids, keys)
-        return got
-    out = {}
-    for i in ids:
-        rt = backend.get_runtime(i)
-        out[i] = {k: v for k, v in rt.items() if keys is None or k in keys}
-    return out
 
 
 def pipeline_key(rec: TaskRecord, runtime: dict[str, str]) -> str:
