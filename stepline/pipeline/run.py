@@ -295,8 +295,9 @@ class PipelineRun:
                 source = self.plan.source
                 if taken.status == TaskStatus.completed:
                     self.log(f"step {node.name}: reusing task {taken.id} of run {source}")
-                    return Launch(task_id=taken.id, cached=True)
+                    return Launch(task_id=taken.id, cached=True, note=f"reused from run {source}")
                 self.log(f"step {node.name}: taking over task {taken.id} of run {source}")
+                node.status_message = f"taken over from run {source}"
                 return Launch(task_id=taken.id, adopt=True)
         if node.cache_executed_step and not node.force_recompute and not forced:
             hit = find_cached(self.backend, key)

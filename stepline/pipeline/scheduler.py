@@ -75,6 +75,8 @@ class Launch:
     skip: bool = False  #: do not run the step (its children are skipped)
     #: task_id was started by an earlier attempt of the run and is queued or running: follow it
     adopt: bool = False
+    #: what the step's status message says about it (default: for a cached step, which task)
+    note: str = ""
     local: LocalRun | None = None  #: run the task by calling this instead of the executor
 
 
@@ -349,7 +351,7 @@ class Scheduler:
         assert plan.task_id is not None
         node.executed = plan.task_id
         if plan.cached:
-            self._set(node, NodeStatus.cached, f"reused task {plan.task_id}")
+            self._set(node, NodeStatus.cached, plan.note or f"reused task {plan.task_id}")
             self._guard(node, self.hooks.on_finished, node)
             return
         self._submit(node, plan.task_id, plan.local, adopt=plan.adopt)
