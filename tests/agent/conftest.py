@@ -20,6 +20,7 @@ ON_TEAM_STORE = {
     "test_a_function_step_runs_without_its_module_folder",
     "test_a_running_steps_output_reaches_its_log_live",
     "test_listings_show_the_live_agent_and_sigterm_stops_its_task",
+    "test_a_controller_killed_on_its_agent_is_interrupted_and_its_resume_takes_over_its_steps",
 }
 
 
