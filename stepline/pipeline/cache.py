@@ -4,7 +4,8 @@ A step is reused when everything that decides its outputs is the same as for a c
 non-archived earlier task:
 
 * **code** — a function step's stored source (its helper functions and the module's imports
-  included) and its return names; a script step's repository, commit, entry point, script
+  included), the local modules it imports and its return names, wherever its file is; a
+  script step's repository, commit, entry point, script
   text and uncommitted diff;
 * **parameters** — every parameter after ``${...}`` references are resolved, where an artifact
   passed in counts by its content hash (not its URL, which differs from run to run);
@@ -56,7 +57,10 @@ def cache_parts(
 
     ``parameters`` maps "Section/key" to the text the step receives, with artifact inputs
     already replaced by their content hash."""
-    code = {k: script[k] for k in CODE_KEYS if script.get(k) not in (None, "", {})}
+    keys = CODE_KEYS
+    if script.get("kind") == "function":  # where its file was does not change what it does
+        keys = tuple(k for k in CODE_KEYS if k != "entry_point")
+    code = {k: script[k] for k in keys if script.get(k) not in (None, "", {})}
     return {
         "code": _digest(code),
         "parameters": _digest(dict(parameters)),

@@ -21,7 +21,9 @@ runtime ``_reuse`` maps each step that finished in the run (completed, or cached
 When the attempt comes to such a step it reuses that task, whatever the step's cache setting,
 provided the step's cache key is the same as then (same code, same inputs); a step whose inputs
 changed runs again and the run's log says why. The failed, aborted, skipped and never-started
-steps run again with the same arguments. ``from_step`` re-executes that step and everything
+steps run again with the same arguments. The attempt runs the script that built the pipeline
+again when the run knows it (so a step fixed since then runs the fixed code: its cache key
+changed), else the graph stored on the run. ``from_step`` re-executes that step and everything
 downstream of it (``_rerun``: neither reused nor taken from the cache), optionally with new
 values for some of that step's arguments (``_step_args``).
 """
@@ -420,10 +422,22 @@ def resume_run(
     view = RunView.load(backend, rec)
     plan = plan_resume(backend, view, from_step, values)
     record = clone_run(backend, run_id, parent=run_id)
+    script = dict(record.script or {})
+    if script.get("kind") == "pipeline" and _has_code(script) and not script.get("from_code"):
+        # the script that built the pipeline runs again, so a step fixed since runs the fix
+        # (its cache key changed); without it, the graph stored on the run
+        script["from_code"] = True
+        backend.update_task(record.id, script=script)
     backend.set_runtime(record.id, plan.runtime())
     if queue is not None:
         record = backend.enqueue(record.id, queue)
     return record
+
+
+def _has_code(script: Mapping[str, object]) -> bool:
+    """Whether a run's task knows the script that built it (a file, its stored content, or
+    a git repository)."""
+    return any(script.get(k) for k in ("entry_path", "content", "repository"))
 
 
 def source_queue(backend: Backend, run_id: str) -> str | None:

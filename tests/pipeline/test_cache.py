@@ -127,7 +127,6 @@ CHANGES: list[tuple[str, Callable[[Inputs], None], str]] = [
     ("repository", _set("script", "repository", "https://example.com/other.git"), "code"),
     ("branch", _set("script", "branch", "dev"), "code"),
     ("commit", _set("script", "commit", "def456"), "code"),
-    ("entry_point", _set("script", "entry_point", "other.py"), "code"),
     ("content", _set("script", "content", "print('bye')\n"), "code"),
     ("diff", _set("script", "diff", "--- a\n+++ b\n"), "code"),
     ("param value", _set("parameters", "kwargs/lr", "0.2"), "parameters"),
@@ -160,9 +159,21 @@ def test_each_input_changes_its_part_and_the_key(
 
 def test_every_code_key_counts() -> None:
     for k in CODE_KEYS:
-        i = inputs()
-        i["script"][k] = "something else entirely"
-        assert changed_parts(inputs(), i) == ["code"], k
+        before = inputs()
+        if k == "entry_point":  # a script step's (see below for a function step's)
+            before["script"]["kind"] = "script"
+        after = copy.deepcopy(before)
+        after["script"][k] = "something else entirely"
+        assert changed_parts(before, after) == ["code"], k
+
+
+def test_where_a_function_steps_file_was_does_not_count() -> None:
+    """The same function run from another folder (another checkout, the code an agent
+    stored) is the same step."""
+    i = inputs()
+    i["script"]["entry_point"] = "/elsewhere/steps.py"
+    i["script"]["module_dir"] = "/elsewhere"
+    assert key_of(i) == key_of(inputs())
 
 
 # -- what does not change the key -----------------------------------------------------------------

@@ -547,3 +547,67 @@ def test_a_full_disk_during_an_upload_fails_the_step_and_leaves_the_disk_as_it_w
     left = [p for p in storage.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in left) < 1 << 20, left  # no partial upload kept
     assert os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize > 5 << 20
+
+
+# -- a bug fixed, then resumed --------------------------------------------------------------------
+BUGGY = """
+import sys
+from stepline import PipelineController
+
+LOG = sys.argv[1]
+
+
+def load(log: str) -> int:
+    with open(log, "a") as fh:
+        fh.write("load\\n")
+    return 20
+
+
+def transform(value: int, log: str) -> int:
+    with open(log, "a") as fh:
+        fh.write("transform\\n")
+    raise ValueError("a bug")  # BUG
+    return value + 1
+
+
+def report(value: int, log: str) -> int:
+    with open(log, "a") as fh:
+        fh.write("report\\n")
+    return value * 2
+
+
+pipe = PipelineController(name="fixed", project="recovery")
+pipe.add_function_step("load", load, function_kwargs={"log": LOG}, function_return=["v"])
+pipe.add_function_step("transform", transform, function_kwargs={"value": "${load.v}", "log": LOG},
+                       function_return=["v"], parents=["load"])
+pipe.add_function_step("report", report, function_kwargs={"value": "${transform.v}", "log": LOG},
+                       function_return=["v"], parents=["transform"])
+sys.exit(0 if pipe.start_locally(run_pipeline_steps_locally=True) else 3)
+"""
+
+
+def test_a_step_fixed_after_its_run_failed_runs_the_fix_when_the_run_is_resumed(
+    home: Path, backend: SqlBackend, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import run_env
+
+    script, log = tmp_path / "fixed.py", tmp_path / "log"
+    script.write_text(BUGGY)
+    done = subprocess.run(
+        [sys.executable, str(script), str(log)],
+        cwd=tmp_path, env=run_env(home, **FAST), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    run_id = the_run(backend)
+    assert "a bug" in backend.get_task(run_id).status_reason
+
+    script.write_text(BUGGY.replace('raise ValueError("a bug")  # BUG', "pass"))
+    out = stepline(home, "pipelines", "resume", run_id, cwd=tmp_path, **FAST)
+    assert "completed" in out, out
+    assert log.read_text().split() == ["load", "transform", "transform", "report"]
+    new_id = run_ids(backend)[-1]
+    report = step_tasks(backend, new_id)["report"]
+    assert next(p.value for p in backend.get_params(report) if p.key == "return/v") == "42"
