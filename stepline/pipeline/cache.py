@@ -57,7 +57,7 @@ def cache_parts(
 
     ``parameters`` maps "Section/key" to the text the step receives, with artifact inputs
     already replaced by their content hash."""
-    keys = CODE_KEYS
+    keys: tuple[str, ...] = CODE_KEYS
     if script.get("kind") == "function":  # where its file was does not change what it does
         keys = tuple(k for k in CODE_KEYS if k != "entry_point")
     code = {k: script[k] for k in keys if script.get(k) not in (None, "", {})}
