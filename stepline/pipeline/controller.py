@@ -34,6 +34,7 @@ from stepline.pipeline.dag import (
     Node,
     NodeStatus,
     add_referenced_parents,
+    check_node,
     descendants,
     validate,
 )
@@ -248,9 +249,8 @@ class PipelineController:
     def _finish_node(self, node: Node, parents: Sequence[str] | None) -> bool:
         node.parents = list(dict.fromkeys(parents or []))
         add_referenced_parents(node)
-        known = dict(self._nodes)
-        known[node.name] = node
-        validate(known, self._args)
+        # the steps added before were checked then; the whole graph is checked at the start
+        check_node({**self._nodes, node.name: node}, node, self._args)
         self._nodes[node.name] = node
         return True
 

@@ -151,47 +151,55 @@ def validate(nodes: Mapping[str, Node], pipeline_args: Iterable[str]) -> None:
     naming the step and the text at fault."""
     args = set(pipeline_args)
     for node in nodes.values():
-        for ref in node.refs():
-            if ref.step == PIPELINE:
-                if ref.name not in args:
-                    raise ValidationError(
-                        f"step {node.name!r}: {ref.text} names no pipeline argument "
-                        f"(arguments: {', '.join(sorted(args)) or 'none'}); "
-                        "declare it with add_parameter()"
-                    )
-                continue
-            if ref.step == node.name:
-                raise ValidationError(f"step {node.name!r}: {ref.text} refers to the step itself")
-            target = nodes.get(ref.step)
-            if target is None:
-                raise ValidationError(
-                    f"step {node.name!r}: {ref.text} names an unknown step {ref.step!r} "
-                    f"(steps: {', '.join(sorted(nodes)) or 'none'})"
-                )
-            if ref.kind == "return":
-                returns = target.function.returns if target.function else None
-                if returns is None:
-                    raise ValidationError(
-                        f"step {node.name!r}: {ref.text}: step {ref.step!r} is not a function "
-                        "step, so it has no return values; use .id, .artifacts.NAME.url or "
-                        ".parameters.Section/key"
-                    )
-                if ref.name not in returns:
-                    raise ValidationError(
-                        f"step {node.name!r}: {ref.text}: step {ref.step!r} returns "
-                        f"{', '.join(returns) or 'nothing'} (see its function_return)"
-                    )
-        for parent in node.parents:
-            if parent == node.name:
-                raise ValidationError(f"step {node.name!r} lists itself as a parent")
-            if parent not in nodes:
-                raise ValidationError(
-                    f"step {node.name!r}: parent {parent!r} is not a step of this pipeline "
-                    f"(steps: {', '.join(sorted(nodes)) or 'none'}); add it first"
-                )
+        check_node(nodes, node, args)
     cycle = find_cycle(nodes)
     if cycle:
         raise ValidationError("the pipeline has a cycle: " + " -> ".join(cycle))
+
+
+def check_node(nodes: Mapping[str, Node], node: Node, args: Iterable[str]) -> None:
+    """Check one step against the graph ``nodes`` (see ``validate``), all but cycles: a step
+    added after its parents (as steps are) cannot close one, so adding N steps costs N checks
+    of one step rather than N checks of the whole graph."""
+    args = args if isinstance(args, (set, frozenset, dict)) else set(args)
+    for ref in node.refs():
+        if ref.step == PIPELINE:
+            if ref.name not in args:
+                raise ValidationError(
+                    f"step {node.name!r}: {ref.text} names no pipeline argument "
+                    f"(arguments: {', '.join(sorted(args)) or 'none'}); "
+                    "declare it with add_parameter()"
+                )
+            continue
+        if ref.step == node.name:
+            raise ValidationError(f"step {node.name!r}: {ref.text} refers to the step itself")
+        target = nodes.get(ref.step)
+        if target is None:
+            raise ValidationError(
+                f"step {node.name!r}: {ref.text} names an unknown step {ref.step!r} "
+                f"(steps: {', '.join(sorted(nodes)) or 'none'})"
+            )
+        if ref.kind == "return":
+            returns = target.function.returns if target.function else None
+            if returns is None:
+                raise ValidationError(
+                    f"step {node.name!r}: {ref.text}: step {ref.step!r} is not a function "
+                    "step, so it has no return values; use .id, .artifacts.NAME.url or "
+                    ".parameters.Section/key"
+                )
+            if ref.name not in returns:
+                raise ValidationError(
+                    f"step {node.name!r}: {ref.text}: step {ref.step!r} returns "
+                    f"{', '.join(returns) or 'nothing'} (see its function_return)"
+                )
+    for parent in node.parents:
+        if parent == node.name:
+            raise ValidationError(f"step {node.name!r} lists itself as a parent")
+        if parent not in nodes:
+            raise ValidationError(
+                f"step {node.name!r}: parent {parent!r} is not a step of this pipeline "
+                f"(steps: {', '.join(sorted(nodes)) or 'none'}); add it first"
+            )
 
 
 def find_cycle(nodes: Mapping[str, Node]) -> list[str] | None:

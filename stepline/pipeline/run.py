@@ -35,7 +35,7 @@ from stepline.pipeline import runner
 from stepline.pipeline.actions import RT_STEP
 from stepline.pipeline.cache import cache_key, cache_parts, explain_miss
 from stepline.pipeline.dag import FINAL, SUCCEEDED, FunctionSpec, Node, NodeStatus, _Job
-from stepline.pipeline.recovery import ResumePlan, heartbeat_interval, heartbeat_values
+from stepline.pipeline.recovery import ResumePlan, heartbeat_interval, heartbeat_values, runtimes
 from stepline.pipeline.references import PIPELINE, Ref, substitute
 from stepline.pipeline.runner import KWARGS, KWARGS_ARTIFACTS, RETURN
 from stepline.sdk.code import local_modules
@@ -88,6 +88,7 @@ class PipelineRun:
         self.adopt_running = adopt_running
         self.plan = ResumePlan.of(backend.get_runtime(task.id))
         self._rerun = set(self.plan.rerun)
+        self._earlier = self._prefetch(self.plan)
         self._dirty: dict[str, Node] = {}
         self._lock = threading.Lock()
         # the run's own Task object when there is one: the logic's console and the run's
@@ -319,12 +320,29 @@ class PipelineRun:
         self.log(f"step {node.name}: launching task {record.id}")
         return Launch(task_id=record.id)
 
+    def _prefetch(self, plan: ResumePlan) -> dict[str, tuple[TaskRecord, str | None]]:
+        """The completed tasks a resumed run may reuse, with their cache keys, read at once
+        (two reads instead of two per step)."""
+        if not plan.reuse:
+            return {}
+        ids = list(set(plan.reuse.values()))
+        found = self.backend.find_tasks(TaskFilter(ids=ids, archived=None))
+        keys = runtimes(self.backend, ids, [RT_CACHE_KEY])
+        return {
+            r.id: (r, keys.get(r.id, {}).get(RT_CACHE_KEY))
+            for r in found
+            if r.status == TaskStatus.completed  # final: it cannot change meanwhile
+        }
+
     def _reusable(self, node: Node, task_id: str, key: str) -> TaskRecord | None:
         """The task of the resumed run to reuse for ``node``: completed (or, with
         ``adopt_running``, still queued or running) and with the same cache key."""
         try:
-            rec = self.backend.get_task(task_id)
-            then = self.backend.get_runtime(task_id).get(RT_CACHE_KEY)
+            if task_id in self._earlier:
+                rec, then = self._earlier[task_id]
+            else:
+                rec = self.backend.get_task(task_id)
+                then = self.backend.get_runtime(task_id).get(RT_CACHE_KEY)
         except StepLineError as exc:
             self.log(f"step {node.name}: task {task_id} of the resumed run is gone ({exc})")
             return None
