@@ -18,6 +18,8 @@ from typing import Any
 from tests.conftest import run_env
 
 DEADLINE = 60.0
+#: fast controller heartbeats for the tests (a killed controller is found in a second)
+FAST = {"STEPLINE_RUN_HEARTBEAT": "0.2"}
 
 #: One function step: logs "i pid" per execution, and step ``hold`` waits for the gate file
 #: (writing its pid to GATE.held first). Returns x + i.

@@ -17,6 +17,7 @@ from stepline.core.status import TaskStatus
 from stepline.pipeline.views import RunView
 from tests.agentproc import start_agent
 from tests.faults import (
+    FAST,
     Chain,
     gone,
     hung_pipeline,
@@ -29,7 +30,6 @@ from tests.faults import (
 
 pytestmark = pytest.mark.slow
 
-FAST = {"STEPLINE_RUN_HEARTBEAT": "0.2"}
 FAST_BEAT = ("--heartbeat", "0.2", "--timeout", "2")
 
 

@@ -25,6 +25,7 @@ from stepline.pipeline.actions import abort_run
 from stepline.pipeline.recovery import RT_REUSE, reap_runs, resume_run
 from stepline.pipeline.views import RunView
 from tests.faults import (
+    FAST,
     Chain,
     gone,
     hung_pipeline,
@@ -36,8 +37,6 @@ from tests.faults import (
 )
 
 pytestmark = pytest.mark.slow
-
-FAST = {"STEPLINE_RUN_HEARTBEAT": "0.2"}
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ import contextlib
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from stepline.backend.sql.store import SqlBackend
 from stepline.core.records import TaskFilter
 from stepline.pipeline.views import RunView
 from tests.agentproc import AgentProc, start_agent
+from tests.faults import wait_until
 from tests.serverproc import server_env, start_server
 from tests.ui import gated_pipeline
 from tests.ui.conftest import PageErrors, UiServer
@@ -37,17 +37,6 @@ SCRIPT = Path(gated_pipeline.__file__)
 SEEN = 30_000
 #: heartbeats of everything in these tests (seconds), and when a silent controller is dead
 BEAT = {"STEPLINE_RUN_HEARTBEAT": "0.3", "STEPLINE_RUN_TIMEOUT": "10"}
-
-
-def until(check: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -90,7 +79,7 @@ class Script:
                 [sys.executable, str(SCRIPT), str(size), str(gate)],
                 cwd=folder, env=server.env, stdout=out, stderr=out,
             )  # fmt: skip
-        found = until(lambda: self.runs(server) - known, what="the run's task")
+        found = wait_until(lambda: self.runs(server) - known, "the run's task", timeout=30)
         assert isinstance(found, set) and len(found) == 1
         self.run_id = found.pop()
 
