@@ -39,7 +39,7 @@ from stepline.core.config import load_config
 from stepline.core.errors import NotFoundError, StepLineError
 from stepline.core.records import AgentRecord, LogLine, ScalarPoint, TaskFilter, TaskRecord
 from stepline.core.status import TaskStatus, TaskTypes
-from stepline.pipeline.executors import ForkServer, _exit_detail, _kill_tree
+from stepline.pipeline.executors import ForkServer, _exit_detail, _kill_tree, die_with_parent
 from stepline.pipeline.forkserver import ENV_EOF
 from stepline.pipeline.recovery import heartbeat_interval, mark_interrupted, reap_runs
 from stepline.pipeline.runner import ENV_AGENT
@@ -294,7 +294,9 @@ class Agent:
             env=self._env(),
             start_new_session=True,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # die when the agent dies, so that no task runs on unattended; its end is then
+            # recorded by whoever reaps the dead agent
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
         job.popen = proc
         job.pid = proc.pid
@@ -417,13 +419,3 @@ class Agent:
         with contextlib.suppress(StepLineError):
             self.backend.remove_agent(self.id)
         self._say(f"agent {self.name} stopped after {self.ran} task(s)")
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: die when the agent dies (Linux), so that no task runs on
-    unattended; its end is then recorded by whoever reaps the dead agent."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -258,6 +258,25 @@ def _descendants(pid: int) -> list[Any]:
         return []
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child get ``sig`` when the thread that started it ends
+    (Linux; elsewhere None): a step, or an agent's task, does not run on as an orphan once
+    the process that watched it was killed."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:  # loaded here: the child, forked from a process with threads, only makes the call
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, int(sig))  # PR_SET_PDEATHSIG
+
+    return arm
+
+
 class ProcessExecutor(Executor):
     def __init__(self, max_workers: int | None = None, use_fork_server: bool | None = None):
         super().__init__(max_workers)
@@ -292,7 +311,9 @@ class ProcessExecutor(Executor):
             self._server.submit(task_id, finished)
             return
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stepline.runner", task_id], start_new_session=True
+            [sys.executable, "-m", "stepline.runner", task_id],
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # ends (stopped) if this controller is killed
         )
         with self._lock:
             self._popen[task_id] = proc

@@ -441,7 +441,10 @@ def _run_script(task_id: str, script: dict[str, Any]) -> int:
         capture.close()
     current = Task.current_task()
     if current is not None:
-        current._finish(_exit_hooks.failure)
+        if _exit_hooks.terminated:  # killed (an abort, a time limit, its pipeline ended)
+            current._finish("terminated by SIGTERM", TaskStatus.stopped)
+        else:
+            current._finish(_exit_hooks.failure)
     return code
 
 

@@ -610,3 +610,59 @@ def test_a_step_fixed_after_its_run_failed_runs_the_fix_when_the_run_is_resumed(
     new_id = run_ids(backend)[-1]
     report = step_tasks(backend, new_id)["report"]
     assert next(p.value for p in backend.get_params(report) if p.key == "return/v") == "42"
+
+
+# -- a script step in debug mode (a process of its own) when the controller dies ----------------
+HELD_SCRIPT = """
+import os
+import sys
+import time
+from stepline import Task
+
+task = Task.init(project_name="recovery", task_name="held")
+folder = task.connect({"folder": ""})["folder"]
+with open(os.path.join(folder, "held.tmp"), "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(os.path.join(folder, "held.tmp"), os.path.join(folder, "held"))
+while True:
+    time.sleep(0.05)
+"""
+
+CONTROLLER_OF_SCRIPT = """
+import sys
+from stepline import PipelineController
+
+pipe = PipelineController(name="scripted", project="recovery")
+pipe.add_step("held", base_task_id=sys.argv[1], parameter_override={"General/folder": sys.argv[2]})
+pipe.start_locally(in_process=True)
+"""
+
+
+def test_a_script_step_does_not_outlive_its_killed_debug_mode_controller(
+    home: Path, backend: SqlBackend, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from stepline import Task
+    from tests.conftest import run_env
+
+    (tmp_path / "held.py").write_text(HELD_SCRIPT)
+    (tmp_path / "controller.py").write_text(CONTROLLER_OF_SCRIPT)
+    base = Task.create(project_name="recovery", task_name="held", script=str(tmp_path / "held.py"))
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "controller.py"), base.id, str(tmp_path)],
+        cwd=tmp_path, env=run_env(home, **FAST),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    held = tmp_path / "held"
+    wait_until(held.exists, "the script step to start")
+    pid = int(held.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    wait_until(lambda: gone(pid), "the script step to end with its controller")
+    run_id = the_run(backend)
+    step = backend.get_task(step_tasks(backend, run_id)["held"])
+    wait_until(lambda: backend.get_task(step.id).status != TaskStatus.in_progress, "its end")
+    assert backend.get_task(step.id).status == TaskStatus.stopped
+    wait_until(lambda: interrupted(backend, run_id), "the run to be marked interrupted")
