@@ -405,9 +405,12 @@ def resume_run(
         reap_runs(backend)
     rec = pipeline_run(backend, run_id)
     if rec.status not in FINAL:
+        beat = _float(backend.get_runtime(run_id).get(RT_HEARTBEAT))
+        heard = f" (its controller was heard from {time.time() - beat:.0f} s ago)" if beat else ""
         raise ValidationError(
-            f"run {run_id} is {rec.status.value}: it can be resumed once it has ended; to end "
-            f"it now: stepline pipelines abort {run_id}"
+            f"run {run_id} is {rec.status.value}{heard}: it can be resumed once it has ended "
+            f"(a run whose controller died is marked interrupted after {stale_after():g} s "
+            f"without a heartbeat); to end it now: stepline pipelines abort {run_id}"
         )
     if rec.status == TaskStatus.completed and from_step is None:
         raise ValidationError(
