@@ -16,6 +16,20 @@ from stepline.backend import reset_backend
 from stepline.backend.sql.store import SqlBackend
 from stepline.sdk.task import Task
 
+#: most pytest-xdist workers ``-n auto`` starts (scripts/test): each starts its own PostgreSQL
+#: and S3 servers (and Chromium) when its tests first need them
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per CPU this process may use (xdist's own count is of physical
+    cores: 1 on a machine with 2 hyperthreads), at most ``MAX_WORKERS``. The variable
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist reads it
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, MAX_WORKERS))
+
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,20 +51,30 @@ def _row(lines: list[str], name: str, stdout: str) -> list[str]:
     return found[0][len(name) :].split()
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def temp_dir() -> Iterator[Path]:
+    """The run's TMPDIR and HOME: a short path of its own. Chromium's profile folder, and its
+    ``SingletonSocket`` in it, go under TMPDIR, and a Unix socket's path must fit in 107
+    bytes: pytest's ``tmp_path`` (under ``popen-gwN/`` with xdist) can be too long."""
+    folder = Path(tempfile.mkdtemp(prefix="stepline-ui-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(temp_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_ui.py"), "--quick", *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "HOME": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(temp_dir), "HOME": str(temp_dir)},
     )
 
 
 @pytest.mark.slow
-def test_ui_benchmark_tiny_run_prints_its_tables(tmp_path: Path) -> None:
+def test_ui_benchmark_tiny_run_prints_its_tables(temp_dir: Path) -> None:
     browser = os.access(CHROMIUM, os.X_OK)
-    proc = _run(tmp_path, "--steps", "20", "--requests", "3", "--loads", "1")
+    proc = _run(temp_dir, "--steps", "20", "--requests", "3", "--loads", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     http, _, rest = proc.stdout.partition("\nbrowser")
@@ -96,12 +109,12 @@ def test_ui_benchmark_tiny_run_prints_its_tables(tmp_path: Path) -> None:
     assert any(ln.startswith("note: server: `stepline server --port 0`") for ln in lines)
     assert "Traceback" not in proc.stderr, proc.stderr
     if Path("/proc/self/environ").exists():
-        assert _processes_on(tmp_path) == []  # the server was stopped
+        assert _processes_on(temp_dir) == []  # the server was stopped
 
 
 @pytest.mark.slow
-def test_ui_benchmark_without_the_browser(tmp_path: Path) -> None:
-    proc = _run(tmp_path, "--steps", "3", "--requests", "1", "--no-browser")
+def test_ui_benchmark_without_the_browser(temp_dir: Path) -> None:
+    proc = _run(temp_dir, "--steps", "3", "--requests", "1", "--no-browser")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "browser: skipped (--no-browser)" in proc.stdout
     assert "/api/v1/pipelines/{big}" in proc.stdout

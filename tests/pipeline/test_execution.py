@@ -560,11 +560,12 @@ def test_steps_for_agents_wait_in_their_queue_until_stopped(home: Path) -> None:
     pipe.add_function_step("a", steps.echo, function_kwargs={"value": 1})
     assert pipe.start_locally(wait=False) is True  # steps go to queues: nobody serves them
     backend = get_backend()
+    # the scheduler marks the node queued once its task is on the queue (not at once)
     deadline = time.monotonic() + 30
-    while not backend.queue_tasks("default") and time.monotonic() < deadline:
+    while pipe.get_pipeline_dag()["a"].status != "queued" and time.monotonic() < deadline:
         time.sleep(0.01)
-    (queued,) = backend.queue_tasks("default")
     assert pipe.get_pipeline_dag()["a"].status == "queued"
+    (queued,) = backend.queue_tasks("default")
     pipe.stop()
     assert backend.get_task(queued).status == TaskStatus.stopped
     assert backend.queue_tasks("default") == []
