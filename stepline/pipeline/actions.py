@@ -120,17 +120,23 @@ def new_run(
     anything is created."""
     pipeline_run(backend, run_id)
     changes = check_args(backend, run_id, values)
-    if queue is not None and queue not in {q.name for q in backend.get_queues()}:
-        raise NotFoundError(
-            f"queue {queue!r} does not exist; create it with `stepline queues create {queue}` "
-            f"or start an agent for it: `stepline agent --queue {queue}`"
-        )
+    check_queue(backend, queue)
     record = clone_run(backend, run_id)
     if changes:
         backend.set_params(record.id, changes)
     if queue is not None:
         record = backend.enqueue(record.id, queue)
     return record
+
+
+def check_queue(backend: Backend, queue: str | None) -> None:
+    """A ``NotFoundError`` that says how to make it when the queue ``queue`` (if any) does
+    not exist."""
+    if queue is not None and queue not in {q.name for q in backend.get_queues()}:
+        raise NotFoundError(
+            f"queue {queue!r} does not exist; create it with `stepline queues create {queue}` "
+            f"or start an agent for it: `stepline agent --queue {queue}`"
+        )
 
 
 def abort_task(backend: Backend, task_id: str, reason: str = "") -> TaskRecord:

@@ -44,7 +44,12 @@ from stepline.pipeline.executors import (
     ProcessExecutor,
     QueueExecutor,
 )
-from stepline.pipeline.recovery import RT_CONTROLLER, controller_identity, heartbeat_values
+from stepline.pipeline.recovery import (
+    RT_CONTROLLER,
+    ResumePlan,
+    controller_identity,
+    heartbeat_values,
+)
 from stepline.pipeline.references import PIPELINE
 from stepline.pipeline.run import RT_NODE, PipelineRun, describe_input, node_state
 from stepline.pipeline.scheduler import Outcome, Outside, Scheduler
@@ -613,6 +618,8 @@ class PipelineController:
             step_task_created_callback=created_cb,
             step_task_completed_callback=completed_cb,
             adopt_running=isinstance(executor, QueueExecutor),
+            # only a stored run this process was started for can be a resume
+            plan=ResumePlan.of(backend.get_runtime(record.id)) if self._attach_to else None,
         )
         self._started = time.time()
         PipelineController._current = self

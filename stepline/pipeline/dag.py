@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from stepline.core.errors import ValidationError
 from stepline.pipeline.references import PIPELINE, Ref, find_refs
@@ -232,7 +232,15 @@ def find_cycle(nodes: Mapping[str, Node]) -> list[str] | None:
     return None
 
 
-def children_of(nodes: Mapping[str, Node]) -> dict[str, list[str]]:
+class Linked(Protocol):
+    """A step as the graph functions below need it: its name and its parents' names (a
+    ``Node``, or a step as a stored run shows it)."""
+
+    name: str
+    parents: list[str]
+
+
+def children_of(nodes: Mapping[str, Linked]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {n: [] for n in nodes}
     for node in nodes.values():
         for p in node.parents:
@@ -241,7 +249,7 @@ def children_of(nodes: Mapping[str, Node]) -> dict[str, list[str]]:
     return out
 
 
-def descendants(nodes: Mapping[str, Node], names: Iterable[str]) -> set[str]:
+def descendants(nodes: Mapping[str, Linked], names: Iterable[str]) -> set[str]:
     """The named steps and every step downstream of them."""
     kids = children_of(nodes)
     seen: set[str] = set()

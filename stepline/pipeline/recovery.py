@@ -47,7 +47,8 @@ from stepline.core.errors import (
 )
 from stepline.core.records import Param, TaskFilter, TaskRecord
 from stepline.core.status import FINAL, TaskStatus, TaskTypes
-from stepline.pipeline.actions import RT_STEP, clone_run, fits, pipeline_run
+from stepline.pipeline.actions import RT_STEP, check_queue, clone_run, fits, pipeline_run
+from stepline.pipeline.dag import descendants
 from stepline.pipeline.views import INTERRUPTED, RT_NAME, RT_RESUME_OF, RunView, StepView
 
 RT_HEARTBEAT = "_heartbeat"
@@ -287,7 +288,7 @@ def plan_resume(
                 f"run {view.task.id} has no step {from_step!r}; its steps: "
                 f"{', '.join(steps) or 'none'}"
             )
-        rerun = _downstream(view.steps, from_step)
+        rerun = descendants(steps, [from_step])
         plan.rerun = [s.name for s in view.steps if s.name in rerun]
         if values:
             plan.step_args.setdefault(from_step, {}).update(
@@ -324,21 +325,6 @@ def _step_tasks_of(backend: Backend, run_id: str) -> dict[str, str]:
     return out
 
 
-def _downstream(steps: Sequence[StepView], start: str) -> set[str]:
-    children: dict[str, list[str]] = {}
-    for s in steps:
-        for p in s.parents:
-            children.setdefault(p, []).append(s.name)
-    seen = {start}
-    todo = [start]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return seen
-
-
 def _step_values(
     backend: Backend, view: RunView, step: StepView, values: Mapping[str, str]
 ) -> dict[str, list[str]]:
@@ -348,17 +334,14 @@ def _step_values(
             f"step {step.name!r} never ran in run {view.task.id}, so its arguments are not "
             "known; resume without new values for it"
         )
-    params = [p for p in backend.get_params(step.task) if p.section not in NOT_ARGS]
+    stored = backend.get_params(step.task)
+    params = [p for p in stored if p.section not in NOT_ARGS]
     out: dict[str, list[str]] = {}
     for name, value in values.items():
         param = _find_param(params, name.strip())
         if param is None:
             known = ", ".join(p.name if p.section == "kwargs" else p.key for p in params)
-            artifact = any(
-                p.name == name for p in backend.get_params(step.task)
-                if p.section == "kwargs_artifacts"
-            )  # fmt: skip
-            if artifact:
+            if any(p.name == name and p.section == "kwargs_artifacts" for p in stored):
                 raise ValidationError(
                     f"argument {name!r} of step {step.name!r} is passed as an artifact (another "
                     "step's output or a stored object); it cannot be set as a value"
@@ -417,11 +400,7 @@ def resume_run(
             f"run {run_id} completed, there is nothing to resume; to run some steps again, "
             "name the first of them (from_step / --from STEP)"
         )
-    if queue is not None and queue not in {q.name for q in backend.get_queues()}:
-        raise NotFoundError(
-            f"queue {queue!r} does not exist; create it with `stepline queues create {queue}` "
-            f"or start an agent for it: `stepline agent --queue {queue}`"
-        )
+    check_queue(backend, queue)
     view = RunView.load(backend, rec)
     plan = plan_resume(backend, view, from_step, values)
     record = clone_run(backend, run_id, parent=run_id)

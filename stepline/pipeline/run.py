@@ -70,6 +70,7 @@ class PipelineRun:
         step_task_created_callback: Callable[..., Any] | None = None,
         step_task_completed_callback: Callable[..., Any] | None = None,
         adopt_running: bool = False,
+        plan: ResumePlan | None = None,
     ) -> None:
         self.backend = backend
         self.pipeline = pipeline
@@ -86,7 +87,8 @@ class PipelineRun:
         #: a resumed run may take over a step task of the run it resumes that is still running
         #: on an agent (only a queue executor can follow a task it did not start)
         self.adopt_running = adopt_running
-        self.plan = ResumePlan.of(backend.get_runtime(task.id))
+        #: what this run reuses of the run it resumes (empty for a run that resumes none)
+        self.plan = plan or ResumePlan()
         self._rerun = set(self.plan.rerun)
         self._earlier = self._prefetch(self.plan)
         self._dirty: dict[str, Node] = {}
@@ -96,6 +98,7 @@ class PipelineRun:
         owner = getattr(pipeline, "_task", None)
         self._task_obj = owner if isinstance(owner, Task) else Task(task, backend)
         self._log = self._task_obj.get_logger()
+        self._beat_every = heartbeat_interval()  # a bad setting fails the run's start
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._closing = False
@@ -105,9 +108,8 @@ class PipelineRun:
     def _write_loop(self) -> None:
         """Writes node state off the scheduler's path, at most every ``FLUSH_INTERVAL``, and
         the run's heartbeat (see ``recovery``) when there is nothing else to write."""
-        every = heartbeat_interval()
         while True:
-            if not self._wake.wait(every):
+            if not self._wake.wait(self._beat_every):
                 try:
                     self.backend.set_runtime(self.task.id, heartbeat_values())
                 except Exception:  # the next beat tries again

@@ -39,6 +39,7 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
+from stepline.backend.sql.store import SqlBackend
 from tests.serverproc import ServerProc, server_env, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,3 +205,13 @@ def ui_server(ui_home: Path) -> Iterator[UiServer]:
         yield UiServer(proc.url, ui_home, server_env(ui_home), proc)
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def store(home: Path) -> Iterator[SqlBackend]:
+    """The server's store, read directly (as an embedded client on that machine would)."""
+    backend = SqlBackend(f"sqlite:///{home / 'stepline.db'}", str(home / "artifacts"), home=home)
+    try:
+        yield backend
+    finally:
+        backend.close()

@@ -11,7 +11,6 @@ default is 2 s) so that a dead controller is noticed within about a second.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 import sys
@@ -21,14 +20,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from stepline.backend.sql.store import SqlBackend
 from stepline.core.records import TaskFilter
 from stepline.pipeline.views import RunView
 from tests.agentproc import AgentProc, start_agent
 from tests.faults import wait_until
 from tests.serverproc import server_env, start_server
 from tests.ui import gated_pipeline
-from tests.ui.conftest import PageErrors, UiServer
+from tests.ui.conftest import PageErrors, UiServer, store
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +35,6 @@ SCRIPT = Path(gated_pipeline.__file__)
 SEEN = 30_000
 #: heartbeats of everything in these tests (seconds), and when a silent controller is dead
 BEAT = {"STEPLINE_RUN_HEARTBEAT": "0.3", "STEPLINE_RUN_TIMEOUT": "10"}
-
-
-@contextlib.contextmanager
-def store(home: Path) -> Iterator[SqlBackend]:
-    """The server's store, read directly (as an embedded client on that machine would)."""
-    backend = SqlBackend(f"sqlite:///{home / 'stepline.db'}", str(home / "artifacts"), home=home)
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ queued on ``services`` and run by a real agent.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 import sys
@@ -21,12 +20,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from stepline.backend.sql.store import SqlBackend
 from stepline.core.records import TaskFilter
 from tests.agentproc import AgentProc, start_agent
 from tests.ui import gated_pipeline
 from tests.ui.bigrun import make_big_run
-from tests.ui.conftest import UiServer
+from tests.ui.conftest import UiServer, store
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +42,6 @@ def until(check: Callable[[], object], timeout: float = 30.0, what: str = "") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def store(home: Path) -> Iterator[SqlBackend]:
-    """The server's store, read directly (as an embedded client on that machine would)."""
-    backend = SqlBackend(f"sqlite:///{home / 'stepline.db'}", str(home / "artifacts"), home=home)
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 class Runs:

@@ -27,6 +27,7 @@ from stepline.pipeline.views import (
     RT_RUN,
     RT_VERSION,
     RunView,
+    last_line,
     run_summary,
     task_duration,
 )
@@ -186,11 +187,6 @@ def run_state(view: RunView, links: dict[str, Any] | None = None) -> dict[str, A
         "steps": {s.name: [s.status, s.started, s.ended, s.task or ""] for s in view.steps},
         "links": links or {"resume_of": None, "resumed_by": []},
     }
-
-
-def last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def run_links(backend: Backend, view: RunView) -> dict[str, Any]:
